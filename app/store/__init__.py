@@ -1,0 +1,28 @@
+"""Checkpoints: ``manifest.json`` (a pydantic schema) plus ``weights.safetensors``, sha256 checked."""
+
+from app.store.checkpoint import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+)
+from app.store.manifest import FORMAT, Architecture, InputSpec, Manifest, TrainingInfo, WeightsSpec
+from app.store.registry import discover_models
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_FILE",
+    "WEIGHTS_FILE",
+    "Architecture",
+    "CheckpointError",
+    "InputSpec",
+    "Manifest",
+    "TrainingInfo",
+    "WeightsSpec",
+    "discover_models",
+    "load_checkpoint",
+    "read_manifest",
+    "save_checkpoint",
+]

@@ -1,0 +1,123 @@
+"""The schema of ``manifest.json``, the description stored beside every checkpoint's weights."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.nets import ResNetConfig
+
+__all__ = ["FORMAT", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
+
+FORMAT = "foldserve/1"
+"""The only checkpoint format this version reads and writes."""
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Architecture(_Strict):
+    """The :class:`app.nets.ResNetConfig` fields, as stored."""
+
+    depth: Literal[18, 34, 50]
+    block: Literal["basic", "bottleneck"]
+    width: int = Field(ge=1, le=1024)
+    in_channels: int = Field(ge=1, le=4)
+    num_classes: int = Field(ge=2, le=100_000)
+    stem: Literal["small", "imagenet"]
+    activation: Literal["relu", "identity"]
+    skips: Literal["standard", "annealed"]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Architecture:
+        self.to_config()  # raises ValueError on a depth/block mismatch
+        return self
+
+    def to_config(self) -> ResNetConfig:
+        return ResNetConfig.from_dict(self.model_dump())
+
+    @classmethod
+    def from_config(cls, config: ResNetConfig) -> Architecture:
+        return cls(**config.to_dict())
+
+
+class InputSpec(_Strict):
+    """What one input image must look like once decoded: its size and normalisation."""
+
+    channels: int = Field(ge=1, le=4)
+    height: int = Field(ge=1, le=4096)
+    width: int = Field(ge=1, le=4096)
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> InputSpec:
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != self.channels:
+                raise ValueError(f"input.{key} needs one value per channel ({self.channels}), got {len(values)}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"input.std must be positive, got {self.std}")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+class WeightsSpec(_Strict):
+    """Where the weights are and their sha256, checked on every load."""
+
+    file: str = Field(pattern=r"^[A-Za-z0-9._-]+\.(safetensors|pt)$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TrainingInfo(BaseModel):
+    """How the weights were obtained, so that anyone can obtain them again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    split: str
+    epochs: int = Field(ge=0)
+    skip_schedule: dict[str, Any] = Field(default_factory=dict)
+    test_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    command: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Strict):
+    """``manifest.json``: format, identity, architecture, input, labels, weights and training record."""
+
+    format: Literal["foldserve/1"]
+    name: str = Field(pattern=_NAME_PATTERN)
+    version: str = Field(min_length=1, max_length=32)
+    architecture: Architecture
+    input: InputSpec
+    labels: list[str]
+    weights: WeightsSpec
+    training: TrainingInfo | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+    @model_validator(mode="after")
+    def _fits_architecture(self) -> Manifest:
+        if len(self.labels) != self.architecture.num_classes:
+            raise ValueError(
+                f"labels has {len(self.labels)} entries but architecture.num_classes is {self.architecture.num_classes}"
+            )
+        if self.input.channels != self.architecture.in_channels:
+            raise ValueError(
+                f"input.channels is {self.input.channels} but architecture.in_channels is "
+                f"{self.architecture.in_channels}"
+            )
+        return self
