@@ -48,7 +48,8 @@ class ResNetConfig:
     num_classes: int = 10
     stem: Literal["small", "imagenet"] = "small"  # small: 3x3 stride-1 conv, no pool (28-32 px inputs)
     activation: Literal["relu", "identity"] = "relu"  # identity makes the network affine
-    skips: Literal["standard", "annealed"] = "standard"  # annealed: a skip-weight buffer per block
+    skips: Literal["standard", "annealed", "none"] = "standard"  # annealed: a skip-weight buffer per block;
+    # none: a plain CNN with no skips at all (what stripping an annealed network leaves)
 
     def __post_init__(self) -> None:
         if self.depth not in DEPTHS:
@@ -64,7 +65,7 @@ class ResNetConfig:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         _check_choice("stem", self.stem, ("small", "imagenet"))
         _check_choice("activation", self.activation, ("relu", "identity"))
-        _check_choice("skips", self.skips, ("standard", "annealed"))
+        _check_choice("skips", self.skips, ("standard", "annealed", "none"))
 
     @property
     def linear(self) -> bool:
@@ -99,14 +100,16 @@ class _Block(nn.Module):
     expansion = 1
     skip_weight: torch.Tensor
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, activation: str, annealed: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, activation: str, skips: str) -> None:
         super().__init__()
         self.shortcut: nn.Module | None
-        if stride != 1 or in_ch != out_ch:
+        if skips == "none":
+            self.shortcut = None
+        elif stride != 1 or in_ch != out_ch:
             self.shortcut = _conv_bn(in_ch, out_ch, 1, stride)
         else:
             self.shortcut = nn.Identity()
-        if annealed:
+        if skips == "annealed":
             self.register_buffer("skip_weight", torch.ones(()))
         self.act = _activation(activation)
 
@@ -128,8 +131,8 @@ class _Block(nn.Module):
 class BasicBlock(_Block):
     """Two 3x3 convolutions, as in ResNet-18 and -34."""
 
-    def __init__(self, in_ch: int, planes: int, stride: int, activation: str, annealed: bool) -> None:
-        super().__init__(in_ch, planes, stride, activation, annealed)
+    def __init__(self, in_ch: int, planes: int, stride: int, activation: str, skips: str) -> None:
+        super().__init__(in_ch, planes, stride, activation, skips)
         self.conv1 = nn.Conv2d(in_ch, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = _activation(activation)
@@ -145,8 +148,8 @@ class Bottleneck(_Block):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int, activation: str, annealed: bool) -> None:
-        super().__init__(in_ch, planes * self.expansion, stride, activation, annealed)
+    def __init__(self, in_ch: int, planes: int, stride: int, activation: str, skips: str) -> None:
+        super().__init__(in_ch, planes * self.expansion, stride, activation, skips)
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = _activation(activation)
@@ -191,7 +194,7 @@ class ResNet(nn.Module):
             blocks = []
             for j in range(count):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block_cls(in_ch, planes, stride, config.activation, config.skips == "annealed"))
+                blocks.append(block_cls(in_ch, planes, stride, config.activation, config.skips))
                 in_ch = planes * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

@@ -154,7 +154,7 @@ def save_checkpoint(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     placeholder = WeightsSpec(file=WEIGHTS_FILE, sha256="0" * 64)
     manifest = Manifest(
-        format=FORMAT,
+        format="foldserve/1",
         name=name,
         version=version,
         architecture=Architecture.from_config(model.config),

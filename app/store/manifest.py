@@ -30,7 +30,7 @@ class Architecture(_Strict):
     num_classes: int = Field(ge=2, le=100_000)
     stem: Literal["small", "imagenet"]
     activation: Literal["relu", "identity"]
-    skips: Literal["standard", "annealed"]
+    skips: Literal["standard", "annealed", "none"]
 
     @model_validator(mode="after")
     def _consistent(self) -> Architecture:
