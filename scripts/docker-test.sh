@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Opt-in end-to-end check of the Docker setup (`make docker-test`; not part of CI, needs a Docker engine).
+#
+# Builds the api image, runs `docker compose up -d` (api + Prometheus, host network), waits for /readyz and the
+# container's HEALTHCHECK, posts a digit to both variants, then asks Prometheus's HTTP API that the api target
+# is up, that a foldserve histogram holds the requests just sent and that the recording rules return data.
+# `docker compose down -v` runs on every exit. All traffic goes to 127.0.0.1 and every wait is bounded.
+#
+# Environment (all optional):
+#   BASE_IMAGE, PROMETHEUS_IMAGE  default to the stand-ins local/python:3.11-bookworm and local/prometheus:bookworm
+#                                 when those images exist (../shared/tools/docker-sandbox.sh builds them), else
+#                                 to docker-compose.yml's defaults (python:3.11-slim-bookworm, prom/prometheus)
+#   READY_TIMEOUT_S=300  PROM_TIMEOUT_S=240  REQUESTS=10 (per variant)  DIGIT_PNG=path (default: a drawn 7)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+API=http://127.0.0.1:8000
+PROM=http://127.0.0.1:9090
+READY_TIMEOUT_S=${READY_TIMEOUT_S:-300}
+PROM_TIMEOUT_S=${PROM_TIMEOUT_S:-240}
+REQUESTS=${REQUESTS:-10}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-foldserve-test}
+export FOLDSERVE_IMAGE=${FOLDSERVE_IMAGE:-foldserve:latest}
+START=$(date +%s)
+WORK=$(mktemp -d /tmp/foldserve-docker-test.XXXXXX)
+
+log() { printf '[docker-test %4ds] %s\n' "$(($(date +%s) - START))" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+compose() { docker compose -f docker-compose.yml "$@"; }
+# json FILE EXPR: evaluates the Python expression EXPR with `d` bound to the JSON document in FILE.
+json() { python3 -c "import json, math, sys; d = json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    log "logs of the failed run:"
+    compose logs --no-color --tail=60 2>&1 || true
+  fi
+  log "docker compose down -v"
+  compose down -v --remove-orphans >/dev/null 2>&1 || log "docker compose down failed"
+  rm -rf "$WORK"
+  log "$([ "$rc" -eq 0 ] && echo PASSED || echo "FAILED (exit $rc)") in $(($(date +%s) - START)) s"
+}
+trap cleanup EXIT
+
+# --- preflight ----------------------------------------------------------------------------------------------
+command -v docker >/dev/null || fail "docker not found (../shared/tools/docker-sandbox.sh installs it)"
+docker compose version >/dev/null 2>&1 || fail "Docker Compose v2 (docker compose) not found"
+for image_var in BASE_IMAGE:local/python:3.11-bookworm PROMETHEUS_IMAGE:local/prometheus:bookworm; do
+  var=${image_var%%:*} standin=${image_var#*:}
+  if [ -z "${!var:-}" ] && docker image inspect "$standin" >/dev/null 2>&1; then export "$var=$standin"; fi
+done
+log "BASE_IMAGE=${BASE_IMAGE:-(compose default)} PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-(compose default)}"
+for port in 8000 9090; do
+  if python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$port" 2>/dev/null
+  then fail "127.0.0.1:$port is already in use; stop what listens there first"; fi
+done
+[ -f deploy/prometheus/prometheus.yml ] || fail "deploy/prometheus/prometheus.yml is missing"
+[ -f deploy/prometheus/rules.yml ] || fail "deploy/prometheus/rules.yml is missing"
+
+# --- build --------------------------------------------------------------------------------------------------
+log "docker compose build api"
+build_start=$(date +%s)
+compose build api 2>&1 | tail -n 3
+build_s=$(($(date +%s) - build_start))
+image_bytes=$(docker image inspect -f '{{.Size}}' "$FOLDSERVE_IMAGE")
+log "built $FOLDSERVE_IMAGE in ${build_s} s (cached layers count as done); image size $((image_bytes / 1000000)) MB"
+
+# --- up, ready, healthy -------------------------------------------------------------------------------------
+log "docker compose up -d"
+compose up -d --no-build 2>&1 | tail -n 4
+api_id=$(compose ps -q api)
+[ -n "$api_id" ] || fail "no api container"
+log "waiting for $API/readyz (at most ${READY_TIMEOUT_S} s)"
+deadline=$(($(date +%s) + READY_TIMEOUT_S))
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/readyz")" = 200 ]; do
+  state=$(docker inspect -f '{{.State.Status}} restarts={{.RestartCount}}' "$api_id")
+  case "$state" in running\ restarts=0) ;; *) fail "api container is not running cleanly: $state" ;; esac
+  [ "$(date +%s)" -lt "$deadline" ] || fail "/readyz not 200 after ${READY_TIMEOUT_S} s"
+  sleep 2
+done
+log "ready: $(curl -s "$API/readyz")"
+deadline=$(($(date +%s) + 60))
+until [ "$(docker inspect -f '{{.State.Health.Status}}' "$api_id")" = healthy ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "HEALTHCHECK not healthy: $(docker inspect -f '{{json .State.Health}}' "$api_id")"
+  sleep 2
+done
+log "container HEALTHCHECK: healthy"
+uid=$(compose exec -T api id -u)
+[ "$uid" != 0 ] || fail "the api runs as root"
+log "api runs as uid $uid ($(compose exec -T api id -un)); model store: $(compose exec -T api ls model_store | tr '\n' ' ')"
+
+# --- predictions --------------------------------------------------------------------------------------------
+curl -sf "$API/models" -o "$WORK/models.json" || fail "GET /models failed"
+model=$(json "$WORK/models.json" "(d['models'] if isinstance(d, dict) else d)[0]['name']")
+log "model: $model"
+digit=${DIGIT_PNG:-$WORK/digit.png}
+if [ -z "${DIGIT_PNG:-}" ]; then
+  # A 28x28 grey PNG of a 7 (white strokes on black, as in MNIST), written with the standard library only.
+  python3 - "$digit" <<'PY'
+import struct, sys, zlib
+rows = [[0] * 28 for _ in range(28)]
+for x in range(6, 22):
+    rows[6][x] = rows[7][x] = 255
+for y in range(8, 23):
+    x = 21 - (y - 8) * 9 // 14
+    rows[y][x] = rows[y][x - 1] = 255
+raw = b"".join(b"\x00" + bytes(r) for r in rows)
+chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+open(sys.argv[1], "wb").write(png + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+fi
+predict() {  # predict true|false OUTFILE: one POST /predict; fails unless 200 with the asked-for variant
+  local code
+  code=$(curl -s -o "$2" -w '%{http_code}' -F "file=@$digit;type=image/png" "$API/predict?model=$model&collapsed=$1")
+  [ "$code" = 200 ] || fail "POST /predict collapsed=$1 answered $code: $(cat "$2")"
+}
+for collapsed in true false; do
+  for _ in $(seq "$REQUESTS"); do predict "$collapsed" "$WORK/$collapsed.json"; done
+  log "collapsed=$collapsed x$REQUESTS: $(json "$WORK/$collapsed.json" \
+    "d['variant'], d['predictions'][0]['label'], round(d['predictions'][0]['probability'], 4), d['timings_ms']")"
+done
+[ "$(json "$WORK/true.json" "d['variant']")" = collapsed ] || fail "collapsed=true did not answer variant collapsed"
+[ "$(json "$WORK/false.json" "d['variant']")" = original ] || fail "collapsed=false did not answer variant original"
+label_c=$(json "$WORK/true.json" "d['predictions'][0]['label']")
+label_o=$(json "$WORK/false.json" "d['predictions'][0]['label']")
+[ "$label_c" = "$label_o" ] || fail "the variants disagree on the digit: collapsed $label_c, original $label_o"
+
+# --- Prometheus ---------------------------------------------------------------------------------------------
+query() {  # query PROMQL OUTFILE: instant query; fails unless Prometheus answers status success
+  curl -sf -G "$PROM/api/v1/query" --data-urlencode "query=$1" -o "$2" || fail "Prometheus query failed: $1"
+  [ "$(json "$2" "d['status']")" = success ] || fail "Prometheus query not a success: $1: $(cat "$2")"
+}
+log "waiting for Prometheus to scrape the api (at most ${PROM_TIMEOUT_S} s)"
+deadline=$(($(date +%s) + PROM_TIMEOUT_S))
+until curl -sf "$PROM/api/v1/targets" -o "$WORK/targets.json" && [ "$(json "$WORK/targets.json" \
+  "any(t['health'] == 'up' and '127.0.0.1:8000' in t['scrapeUrl'] for t in d['data']['activeTargets'])")" = True ]
+do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "api target not up in Prometheus: $(cat "$WORK/targets.json" 2>/dev/null)"
+  sleep 2
+done
+log "target: $(json "$WORK/targets.json" "[(t['labels'].get('job'), t['scrapeUrl'], t['health']) \
+  for t in d['data']['activeTargets']]")"
+
+curl -sf "$PROM/api/v1/rules" -o "$WORK/rules.json" || fail "GET /api/v1/rules failed"
+rules=$(json "$WORK/rules.json" \
+  "' '.join(r['name'] for g in d['data']['groups'] for r in g['rules'] if r['type'] == 'recording')")
+[ -n "$rules" ] || fail "Prometheus loaded no recording rules from deploy/prometheus/rules.yml"
+log "recording rules loaded: $(wc -w <<<"$rules")"
+p50=model_variant:foldserve_request_duration_seconds:p50_1m
+tr ' ' '\n' <<<"$rules" | grep -qxF "$p50" || p50=${rules%% *}
+
+histogram='sum by (variant) (foldserve_request_duration_seconds_count)'
+# Keep a trickle of requests going, so that rate() over 1m windows sees increases, until both the histogram
+# counts and the p50 recording rule show real numbers.
+until query "$histogram" "$WORK/hist.json" && query "$p50" "$WORK/rule.json" \
+  && [ "$(json "$WORK/hist.json" "sorted(r['metric'].get('variant') for r in d['data']['result'] \
+       if float(r['value'][1]) >= $REQUESTS) == ['collapsed', 'original']")" = True ] \
+  && [ "$(json "$WORK/rule.json" \
+       "len(d['data']['result']) > 0 and all(math.isfinite(float(r['value'][1])) for r in d['data']['result'])")" = True ]
+do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no data in Prometheus: $histogram -> $(cat "$WORK/hist.json"); \
+$p50 -> $(cat "$WORK/rule.json")"
+  predict true "$WORK/trickle.json"; predict false "$WORK/trickle.json"
+  sleep 3
+done
+log "histogram $histogram: $(json "$WORK/hist.json" \
+  "{r['metric'].get('variant'): float(r['value'][1]) for r in d['data']['result']}")"
+log "recording rule $p50: $(json "$WORK/rule.json" \
+  "[(r['metric'].get('variant'), float(r['value'][1])) for r in d['data']['result']]")"
+curl -sf "$PROM/api/v1/rules" -o "$WORK/rules.json" || fail "GET /api/v1/rules failed"
+bad=$(json "$WORK/rules.json" \
+  "[(r['name'], r.get('lastError')) for g in d['data']['groups'] for r in g['rules'] if r['health'] == 'err']")
+[ "$bad" = "[]" ] || fail "recording rules failing to evaluate: $bad"
+for rule in $rules; do
+  query "$rule" "$WORK/r.json"
+  log "  $rule: $(json "$WORK/r.json" "[(dict(r['metric']).get('variant', ''), round(float(r['value'][1]), 6)) \
+    for r in d['data']['result']] or 'no data yet'")"
+done
+log "image $FOLDSERVE_IMAGE: $((image_bytes / 1000000)) MB; build ${build_s} s this run"
