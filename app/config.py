@@ -1,0 +1,77 @@
+"""Settings for foldserve, read from ``FOLDSERVE_*`` environment variables.
+
+This module is the only place that reads the environment. Everything else receives a :class:`Settings`
+(``create_app(settings)``) or calls :func:`get_settings`, which is cached so that tests can override it
+with ``get_settings.cache_clear()`` or by passing their own ``Settings``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the field name upper-cased with ``FOLDSERVE_`` in front is its variable."""
+
+    model_config = SettingsConfigDict(env_prefix="FOLDSERVE_", extra="ignore", frozen=True)
+
+    # Models
+    model_store: Path = Field(default=Path("model_store"), description="folder with one sub-folder per checkpoint")
+    default_model: str | None = Field(
+        default=None, description="model used when /predict names none; else first by name"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; None keeps torch's default"
+    )
+    max_affine_bytes: int = Field(
+        default=256 * 2**20, ge=1, description="largest dense affine map a collapse may build"
+    )
+    verification_tolerance: float = Field(
+        default=1e-4, gt=0, description="largest error, relative to the output scale, a served simplification may show"
+    )
+    verification_samples: int = Field(
+        default=16, ge=0, description="pixel-range images verified on when none are shipped"
+    )
+    warmup_runs: int = Field(default=3, ge=0, description="forward passes per variant and batch size before serving")
+    speedup_rounds: int = Field(default=15, ge=1, description="interleaved timing rounds of both variants at load")
+    speedup_block_seconds: float = Field(default=0.05, ge=0, description="least time of one timed block of calls")
+
+    # HTTP
+    host: str = Field(default="127.0.0.1", description="address that `python -m app serve` listens on")
+    port: int = Field(default=8000, ge=1, le=65535, description="port that `python -m app serve` listens on")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # Batching
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")
+    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000, description="how long a batch waits for more images")
+    max_queue_size: int = Field(default=256, ge=1, description="images waiting per model and variant; beyond: 503")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="deadline for one /predict; beyond: 504")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After sent with every 503")
+
+    # Limits on what a client may send
+    max_body_bytes: int = Field(default=10 * 2**20, ge=1, description="request body size; beyond: 413")
+    max_images_per_request: int = Field(default=16, ge=1, description="images in one /predict; beyond: 413")
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1, description="width x height of one image; beyond: 413")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        if self.max_queue_size < self.max_images_per_request:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must be >= max_images_per_request "
+                f"({self.max_images_per_request}), or no full request could ever be queued"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

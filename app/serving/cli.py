@@ -1,0 +1,39 @@
+"""``python -m app serve``: run the service with uvicorn, settings from ``FOLDSERVE_*``."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parsers", "serve"]
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``serve`` command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve every model of the model store over HTTP",
+        description="Serve every model of FOLDSERVE_MODEL_STORE (default ./model_store) over HTTP. "
+        "All other settings come from FOLDSERVE_* environment variables (see docs/operations.md).",
+    )
+    parser.add_argument("--host", help="address to listen on (default: FOLDSERVE_HOST, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: FOLDSERVE_PORT, else 8000)")
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start uvicorn with the app built from the settings; returns when the server stops."""
+    import uvicorn
+
+    from app.config import get_settings
+    from app.serving.app import create_app
+
+    settings = get_settings()
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if "port" in overrides and not 1 <= overrides["port"] <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {overrides['port']}")
+    settings = settings.model_copy(update=overrides)
+    if not settings.model_store.is_dir():
+        raise FileNotFoundError(f"model store {settings.model_store} is not a folder (set FOLDSERVE_MODEL_STORE)")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0

@@ -1,0 +1,174 @@
+"""The errors the service answers with, and the one place that maps them to HTTP responses.
+
+Every answer that is not a success has the body ``{"error": {"code": ..., "message": ...}}``::
+
+    ServingError (500 internal)
+    ├── BadRequest (400 bad_request)
+    │   └── InvalidImage (400 invalid_image)
+    ├── ModelNotFound (404 model_not_found)
+    ├── PayloadTooLarge (413 payload_too_large)
+    │   ├── BodyTooLarge (413 body_too_large)
+    │   ├── TooManyImages (413 too_many_images)
+    │   └── ImageTooLarge (413 image_too_large)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── InvalidParameter (422 invalid_parameter)
+    ├── Unavailable (503 unavailable, with Retry-After)
+    │   ├── QueueFull (503 queue_full)
+    │   └── ModelNotReady (503 model_not_ready)
+    └── DeadlineExceeded (504 deadline_exceeded)
+
+FastAPI's own validation errors become ``InvalidParameter`` answers and Starlette's HTTP errors (unknown
+path, wrong method) keep their status with this body. Anything else is a bug: it is logged with its
+traceback and the client gets a generic 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "BadRequest",
+    "BodyTooLarge",
+    "DeadlineExceeded",
+    "ImageTooLarge",
+    "InvalidImage",
+    "InvalidParameter",
+    "ModelNotFound",
+    "ModelNotReady",
+    "PayloadTooLarge",
+    "QueueFull",
+    "ServingError",
+    "TooManyImages",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "error_body",
+    "install_error_handlers",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ServingError(Exception):
+    """Base of every error the service answers with; ``status_code`` and ``code`` say how."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(ServingError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidImage(BadRequest):
+    code = "invalid_image"
+
+
+class ModelNotFound(ServingError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class BodyTooLarge(PayloadTooLarge):
+    code = "body_too_large"
+
+
+class TooManyImages(PayloadTooLarge):
+    code = "too_many_images"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class UnsupportedMediaType(ServingError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidParameter(ServingError):
+    status_code = 422
+    code = "invalid_parameter"
+
+
+class Unavailable(ServingError):
+    """The service cannot answer now but may later: sent with ``Retry-After``."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+
+class ModelNotReady(Unavailable):
+    code = "model_not_ready"
+
+
+class DeadlineExceeded(ServingError):
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The JSON body of every error answer."""
+    return {"error": {"code": code, "message": message}}
+
+
+async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServingError)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers())
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+    )
+    return JSONResponse(error_body(InvalidParameter.code, problems or "invalid request"), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    headers = dict(exc.headers) if exc.headers else None
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error while serving %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body(ServingError.code, "internal server error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error answer of ``app`` use the ``{"error": {...}}`` body."""
+    app.add_exception_handler(ServingError, _serving_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,153 @@
+"""Loading one checkpoint into the two networks the service runs, one fixed pipeline.
+
+read → build (strict load) → simplify → verify (float64, random inputs and sample images) → to the
+device → warm up both variants → measure the speedup (median batch-1 latency, original over simplified).
+Each stage is timed. Everything here blocks: the registry runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from app.benchmark import compare_forward
+from app.config import Settings
+from app.simplify import simplify
+from app.store import InputSpec, Manifest, load_checkpoint, read_manifest
+
+__all__ = ["SAMPLES_FILE", "LoadedModel", "batch_sizes_to_warm", "load_model", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.safetensors"
+"""Optional file beside a checkpoint: ``images`` ``[N, C, H, W]``, normalised, verified on at load."""
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint made ready to serve: both networks on the device, and what loading measured."""
+
+    manifest: Manifest
+    collapsed: nn.Module
+    original: nn.Module
+    report: dict[str, Any]
+    samples: str  # where the verification images came from
+    latency_s: dict[str, float]  # median batch-1 seconds per variant, measured at load
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        """Median batch-1 latency of the original over the collapsed network."""
+        return self.latency_s["original"] / self.latency_s["collapsed"]
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The device that ``FOLDSERVE_DEVICE`` names; ``auto`` is CUDA when available, else the CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("FOLDSERVE_DEVICE is 'cuda' but CUDA is not available here; use 'auto' or 'cpu'")
+    return torch.device(setting)
+
+
+def batch_sizes_to_warm(max_batch_size: int) -> list[int]:
+    """The batch shapes the batcher runs: powers of two below ``max_batch_size``, and itself."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+    return [*sizes, max_batch_size]
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = time.perf_counter() - start
+
+
+def load_model(directory: Path, settings: Settings, device: torch.device) -> LoadedModel:
+    """Run the whole pipeline for the checkpoint in ``directory``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or built.
+        SimplificationError: the network cannot be simplified or misses the verification tolerance.
+    """
+    stages = _Stages()
+    with stages("read"):
+        manifest = read_manifest(directory)
+        samples, origin = _verification_samples(directory, manifest.input, settings.verification_samples)
+    with stages("build"):
+        manifest, model = load_checkpoint(directory)
+    with stages("simplify"):
+        simplified = simplify(
+            model,
+            manifest.input.shape,
+            samples=samples,
+            max_affine_bytes=settings.max_affine_bytes,
+            tolerance=settings.verification_tolerance,
+        )
+    report = simplified.report
+    # simplify() verifies as its last step; split its time so the two stages are told apart
+    stages.seconds["verify"] = report["seconds"] - report["transform_seconds"]
+    stages.seconds["simplify"] -= stages.seconds["verify"]
+    with stages("device"):
+        networks = {"collapsed": simplified.module.to(device).eval(), "original": model.to(device).eval()}
+    example = (samples[:1] if samples is not None else torch.zeros(1, *manifest.input.shape)).to(device)
+    with stages("warmup"):
+        for network in networks.values():
+            _warm_up(network, example, settings.max_batch_size, settings.warmup_runs)
+    with stages("speedup"):
+        timings = compare_forward(
+            networks,
+            example,
+            warmup=1,
+            rounds=settings.speedup_rounds,
+            block_seconds=settings.speedup_block_seconds,
+        )
+    latency = {name: float(timing["median_s"]) for name, timing in timings.items()}
+    return LoadedModel(manifest, networks["collapsed"], networks["original"], report, origin, latency, stages.seconds)
+
+
+def _verification_samples(directory: Path, spec: InputSpec, count: int) -> tuple[torch.Tensor | None, str]:
+    """Real images shipped beside the checkpoint if any, else random images in the pixel range."""
+    path = directory / SAMPLES_FILE
+    if path.is_file():
+        try:
+            images = load_file(str(path))["images"].float()
+        except (SafetensorError, OSError, KeyError) as exc:
+            logger.warning("%s: ignoring unreadable samples (%s)", path, exc)
+        else:
+            if images.ndim == 4 and tuple(images.shape[1:]) == spec.shape and len(images):
+                return images, f"{len(images)} images shipped in {SAMPLES_FILE}"
+            logger.warning("%s: ignoring samples of shape %s, expected [N, %s]", path, tuple(images.shape), spec.shape)
+    if count == 0:
+        return None, "random inputs only"
+    # Uniform pixels in [0, 1] pushed through the manifest's normalisation: the range real images occupy.
+    pixels = torch.rand(count, *spec.shape, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (pixels - mean) / std, f"{count} random pixel-range images"
+
+
+@torch.inference_mode()
+def _warm_up(network: nn.Module, example: torch.Tensor, max_batch_size: int, runs: int) -> None:
+    for size in batch_sizes_to_warm(max_batch_size):
+        batch = example.expand(size, *example.shape[1:]).contiguous()
+        for _ in range(runs):
+            network(batch)
+    if example.device.type == "cuda":
+        torch.cuda.synchronize(example.device)

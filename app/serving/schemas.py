@@ -1,0 +1,133 @@
+"""The JSON bodies the service answers with (pydantic models, so they appear in the OpenAPI docs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.serving.registry import ModelEntry
+
+__all__ = [
+    "ClassScore",
+    "Health",
+    "ModelInfo",
+    "ModelList",
+    "PredictResponse",
+    "Prediction",
+    "Readiness",
+    "Timings",
+    "VariantInfo",
+    "model_info",
+]
+
+
+class ClassScore(BaseModel):
+    label: str
+    index: int
+    probability: float
+
+
+class Prediction(ClassScore):
+    """The most probable class of one image, and the ``top_k`` most probable ones."""
+
+    top_k: list[ClassScore]
+
+
+class Timings(BaseModel):
+    """Milliseconds spent on one request: decoding, waiting for a batch, the batch's forward pass, overall."""
+
+    decode: float
+    queue: float
+    inference: float
+    total: float
+
+
+class PredictResponse(BaseModel):
+    model: str
+    variant: Literal["collapsed", "original"]
+    simplification: str | None = Field(description="what the collapsed variant is (affine, ...); null for original")
+    predictions: list[Prediction]
+    timings_ms: Timings
+
+
+class VariantInfo(BaseModel):
+    parameters: int
+    macs: int = Field(description="multiply-accumulates per image")
+    latency_ms: float = Field(description="median batch-1 forward pass, measured at load")
+
+
+class ModelInfo(BaseModel):
+    """A model of the store: what it is, how it was simplified and verified, and whether it serves."""
+
+    name: str
+    status: Literal["loading", "ready", "failed"]
+    reason: str | None = None
+    version: str | None = None
+    architecture: dict[str, Any] | None = None
+    input: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    training: dict[str, Any] | None = None
+    simplification: dict[str, Any] | None = Field(
+        default=None, description="the simplification and verification report"
+    )
+    verification_samples: str | None = None
+    variants: dict[str, VariantInfo] | None = None
+    speedup: float | None = Field(default=None, description="median batch-1 latency, original over collapsed, at load")
+    load_seconds: dict[str, float] | None = None
+
+
+class ModelList(BaseModel):
+    default: str | None
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    models: list[str]
+
+
+def model_info(entry: ModelEntry) -> ModelInfo:
+    """Describe ``entry`` for /models."""
+    info = ModelInfo(name=entry.name, status=entry.status, reason=entry.reason, simplification=_finite(entry.report))
+    loaded = entry.loaded
+    if loaded is None:
+        return info
+    manifest, report = loaded.manifest, loaded.report
+    variants = {
+        variant: VariantInfo(
+            parameters=report[f"params_{suffix}"],
+            macs=report[f"macs_{suffix}"],
+            latency_ms=loaded.latency_s[variant] * 1e3,
+        )
+        for variant, suffix in (("collapsed", "after"), ("original", "before"))
+    }
+    return info.model_copy(
+        update={
+            "version": manifest.version,
+            "architecture": manifest.architecture.model_dump(),
+            "input": manifest.input.model_dump(),
+            "labels": manifest.labels,
+            "training": manifest.training.model_dump() if manifest.training else None,
+            "verification_samples": loaded.samples,
+            "variants": variants,
+            "speedup": loaded.speedup,
+            "load_seconds": loaded.stage_seconds,
+        }
+    )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, which JSON cannot carry."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
