@@ -39,7 +39,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, choices=(18, 34, 50))
     p.add_argument("--width", type=int)
     p.add_argument("--activation", choices=("relu", "identity"))
-    p.add_argument("--skips", choices=("standard", "annealed"))
+    p.add_argument("--skips", choices=("standard", "annealed", "none"), help="none: a plain CNN")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=("sgd", "adamw"))

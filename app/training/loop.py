@@ -149,8 +149,12 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def train(config: TrainConfig, data: Digits, *, device: str = "auto", progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, data: Digits, *, device: str = "auto", progress: bool = True, verbose: bool = True
+) -> TrainResult:
     """Train a network from scratch on ``data`` as ``config`` says.
+
+    ``progress`` shows a progress bar per epoch; ``verbose`` prints one summary line per epoch.
 
     Returns:
         The trained network in eval mode on the CPU, with its skip weights at their final value (0 for
@@ -210,7 +214,7 @@ def train(config: TrainConfig, data: Digits, *, device: str = "auto", progress: 
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
-        if progress:
+        if verbose:
             tqdm.write(
                 f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, "
                 f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f}, skip weight {row['skip_weight']:.3f}"
