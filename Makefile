@@ -1,0 +1,56 @@
+# foldserve — one entry point for installing, serving, testing and measuring.
+# Everything runs from the virtual environment in $(VENV), created on first use.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test lint format test-fast test-gpu bench reproduce loadtest docker-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install  ## install, then serve model_store/ on $(HOST):$(PORT)
+	$(PY) -m app serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy app
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint  ## install, lint, then run the whole test suite
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+test-gpu: install
+	$(VENV)/bin/pytest -m gpu
+
+bench: install  ## the paper's network: linear ResNet34 collapsed, annealed ResNet34 stripped
+	$(PY) -m app bench --config depth=34,width=64,activation=identity --batch-sizes 1,64
+	$(PY) -m app bench --config depth=34,width=64,skips=annealed --plain --batch-sizes 64
+
+reproduce: install
+	$(PY) -m app reproduce
+
+loadtest: install
+	$(PY) -m loadtest --help
+
+docker-test:  ## opt-in: builds the images and runs compose for real (minutes, gigabytes)
+	bash scripts/docker-test.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
