@@ -40,9 +40,10 @@ RUN groupadd --system --gid 10001 foldserve \
 
 WORKDIR /srv/foldserve
 COPY app/ app/
-# The shipped checkpoints; mount a volume over /srv/foldserve/model_store to serve others.
+# The shipped checkpoints; mount a volume over /srv/foldserve/model_store to serve others. safetensors writes
+# weights with mode 0600, which the service user could not read: make everything world-readable.
 COPY model_store/ model_store/
-RUN python3 -m compileall -q app
+RUN chmod -R a+rX app model_store && python3 -m compileall -q app
 
 ENV FOLDSERVE_MODEL_STORE=/srv/foldserve/model_store \
     FOLDSERVE_HOST=0.0.0.0 \

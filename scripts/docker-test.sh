@@ -57,6 +57,11 @@ for port in 8000 9090; do
 done
 [ -f deploy/prometheus/prometheus.yml ] || fail "deploy/prometheus/prometheus.yml is missing"
 [ -f deploy/prometheus/rules.yml ] || fail "deploy/prometheus/rules.yml is missing"
+store=${FOLDSERVE_MODEL_STORE_DIR:-model_store}
+ls "$store"/*/manifest.json >/dev/null 2>&1 || fail "no model in $store (no $store/*/manifest.json)"
+unreadable=$(find "$store" ! -perm -o=r | head -n 3)
+# The container's user is not the files' owner; safetensors writes weights with mode 0600.
+[ -z "$unreadable" ] || fail "files in $store the container cannot read (run chmod -R a+rX $store): $unreadable"
 
 # --- build --------------------------------------------------------------------------------------------------
 log "docker compose build api"
@@ -92,8 +97,10 @@ log "api runs as uid $uid ($(compose exec -T api id -un)); model store: $(compos
 
 # --- predictions --------------------------------------------------------------------------------------------
 curl -sf "$API/models" -o "$WORK/models.json" || fail "GET /models failed"
-model=$(json "$WORK/models.json" "(d['models'] if isinstance(d, dict) else d)[0]['name']")
-log "model: $model"
+for line in $(json "$WORK/models.json" "' '.join('%s:%s:%s:speedup=%s' % (m['name'], m['status'], \
+  (m.get('simplification') or {}).get('kind'), m.get('speedup')) for m in d['models'])"); do log "model $line"; done
+model=$(json "$WORK/models.json" "d['default']")
+log "posting to the default model, $model"
 digit=${DIGIT_PNG:-$WORK/digit.png}
 if [ -z "${DIGIT_PNG:-}" ]; then
   # A 28x28 grey PNG of a 7 (white strokes on black, as in MNIST), written with the standard library only.
