@@ -39,9 +39,9 @@ def decode_images(blobs: list[bytes], spec: InputSpec, *, max_pixels: int) -> to
         try:
             tensors.append(decode_image(blob, spec, max_pixels=max_pixels))
         except (InvalidImage, ImageTooLarge) as exc:
-            if len(blobs) > 1:
-                exc.message = f"image {i}: {exc.message}"
-            raise
+            if len(blobs) == 1:
+                raise
+            raise type(exc)(f"image {i}: {exc.message}") from None
     return torch.stack(tensors)
 
 
@@ -65,8 +65,8 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we enforce our own limit below
             image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image too large: {exc}") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own, far higher, limit: still the client's fault
+        raise ImageTooLarge(f"image has more than the limit of {max_pixels} pixels ({exc})") from None
     except Exception as exc:  # Pillow raises many kinds of errors for garbage headers
         raise InvalidImage(f"not an image Pillow can read: {type(exc).__name__}") from None
     width, height = image.size

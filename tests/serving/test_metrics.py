@@ -1,0 +1,82 @@
+"""Metric declarations: names, buckets, series created up front, and promtool's verdict on them and the rules."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from app.serving.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, LOAD_STAGES, ServingMetrics
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def test_latency_buckets_resolve_microseconds_to_seconds() -> None:
+    assert LATENCY_BUCKETS[0] == 1e-5 and LATENCY_BUCKETS[-1] == 10.0
+    assert list(LATENCY_BUCKETS) == sorted(set(LATENCY_BUCKETS))
+    assert {1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0} <= set(LATENCY_BUCKETS)
+    assert BATCH_SIZE_BUCKETS == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def test_series_exist_at_zero_once_a_model_is_added() -> None:
+    metrics = ServingMetrics(CollectorRegistry())
+    metrics.add_model("linear")
+    get = metrics.registry.get_sample_value
+    for variant in ("collapsed", "original"):
+        labels = {"model": "linear", "variant": variant}
+        assert get("foldserve_requests_total", {**labels, "status": "200"}) == 0
+        for histogram in ("request", "decode", "queue", "inference"):
+            assert get(f"foldserve_{histogram}_duration_seconds_count", labels) == 0
+            assert get(f"foldserve_{histogram}_duration_seconds_bucket", {**labels, "le": "1e-05"}) == 0
+        assert get("foldserve_batch_size_bucket", {**labels, "le": "256.0"}) == 0
+        assert get("foldserve_queue_depth", labels) == 0
+        assert get("foldserve_rejections_total", {**labels, "reason": "queue_full"}) == 0
+        assert get("foldserve_model_parameters", labels) == 0
+        assert get("foldserve_model_macs", labels) == 0
+    for stage in LOAD_STAGES:
+        assert get("foldserve_model_load_seconds", {"model": "linear", "stage": stage}) == 0
+    assert get("foldserve_verification_error", {"model": "linear", "measure": "max_rel"}) == 0
+    assert get("foldserve_speedup_ratio", {"model": "linear"}) == 0
+    assert get("foldserve_model_ready", {"model": "linear"}) == 0
+
+
+def test_two_services_do_not_share_series() -> None:
+    first, second = ServingMetrics(CollectorRegistry()), ServingMetrics(CollectorRegistry())
+    first.add_model("a")
+    first.requests.labels(model="a", variant="collapsed", status="200").inc()
+    assert second.registry.get_sample_value("foldserve_requests_total", {"model": "a", "variant": "collapsed"}) is None
+
+
+@needs_promtool
+def test_exposition_passes_promtool_check_metrics() -> None:
+    metrics = ServingMetrics(CollectorRegistry())
+    metrics.add_model("linear")
+    metrics.request_duration.labels(model="linear", variant="collapsed").observe(3e-5)
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "metrics"], input=generate_latest(metrics.registry), capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.decode().strip() == "" and result.stderr.decode().strip() == ""  # no lint findings
+
+
+@needs_promtool
+def test_recording_rules_pass_promtool() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(DEPLOY / "rules.yml")], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 10 rules found" in result.stdout
+
+
+@needs_promtool
+def test_scrape_config_passes_promtool() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "127.0.0.1:8000" in (DEPLOY / "prometheus.yml").read_text()
