@@ -44,9 +44,9 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         groups=conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
-        device=conv.weight.device,
+        device="meta",  # no random initialisation: every value is overwritten below
         dtype=conv.weight.dtype,
-    )
+    ).to_empty(device=conv.weight.device)
     fused.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1))
     fused.bias.copy_((bias - mean) * scale + beta)  # type: ignore[union-attr]
     return fused.train(conv.training)
