@@ -59,7 +59,7 @@ done
 [ -f deploy/prometheus/rules.yml ] || fail "deploy/prometheus/rules.yml is missing"
 store=${FOLDSERVE_MODEL_STORE_DIR:-model_store}
 ls "$store"/*/manifest.json >/dev/null 2>&1 || fail "no model in $store (no $store/*/manifest.json)"
-unreadable=$(find "$store" ! -perm -o=r | head -n 3)
+unreadable=$(find "$store" \( -type d ! -perm -o=rx \) -o \( -type f ! -perm -o=r \) | head -n 3)
 # The container's user is not the files' owner; safetensors writes weights with mode 0600.
 [ -z "$unreadable" ] || fail "files in $store the container cannot read (run chmod -R a+rX $store): $unreadable"
 
@@ -133,6 +133,10 @@ done
 label_c=$(json "$WORK/true.json" "d['predictions'][0]['label']")
 label_o=$(json "$WORK/false.json" "d['predictions'][0]['label']")
 [ "$label_c" = "$label_o" ] || fail "the variants disagree on the digit: collapsed $label_c, original $label_o"
+code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -H 'Content-Type: text/plain' --data 'not an image' \
+  "$API/predict?model=$model")
+case "$code" in 4??) ;; *) fail "a text body to /predict answered $code, not a 4xx: $(cat "$WORK/bad.json")" ;; esac
+log "a text body answered $code: $(json "$WORK/bad.json" "d['error']")"
 
 # --- Prometheus ---------------------------------------------------------------------------------------------
 query() {  # query PROMQL OUTFILE: instant query; fails unless Prometheus answers status success
@@ -182,7 +186,7 @@ bad=$(json "$WORK/rules.json" \
 [ "$bad" = "[]" ] || fail "recording rules failing to evaluate: $bad"
 for rule in $rules; do
   query "$rule" "$WORK/r.json"
-  log "  $rule: $(json "$WORK/r.json" "[(dict(r['metric']).get('variant', ''), round(float(r['value'][1]), 6)) \
-    for r in d['data']['result']] or 'no data yet'")"
+  log "  $rule: $(json "$WORK/r.json" "[(','.join(v for k, v in sorted(r['metric'].items()) if k != '__name__'), \
+    round(float(r['value'][1]), 6)) for r in d['data']['result']] or 'no data yet'")"
 done
 log "image $FOLDSERVE_IMAGE: $((image_bytes / 1000000)) MB; build ${build_s} s this run"
