@@ -57,6 +57,12 @@ for port in 8000 9090; do
 done
 [ -f deploy/prometheus/prometheus.yml ] || fail "deploy/prometheus/prometheus.yml is missing"
 [ -f deploy/prometheus/rules.yml ] || fail "deploy/prometheus/rules.yml is missing"
+# The GPU switch cannot run without a GPU, but it must still render: one NVIDIA device reserved for api.
+docker compose -f docker-compose.yml -f docker-compose.gpu.yml config --format json >"$WORK/gpu.json" \
+  || fail "docker-compose.gpu.yml does not render"
+[ "$(json "$WORK/gpu.json" "[(x['driver'], x['count']) for x in \
+  d['services']['api']['deploy']['resources']['reservations']['devices']]")" = "[('nvidia', 1)]" ] \
+  || fail "docker-compose.gpu.yml does not reserve one NVIDIA GPU for api"
 store=${FOLDSERVE_MODEL_STORE_DIR:-model_store}
 ls "$store"/*/manifest.json >/dev/null 2>&1 || fail "no model in $store (no $store/*/manifest.json)"
 unreadable=$(find "$store" \( -type d ! -perm -o=rx \) -o \( -type f ! -perm -o=r \) | head -n 3)
@@ -66,7 +72,8 @@ unreadable=$(find "$store" \( -type d ! -perm -o=rx \) -o \( -type f ! -perm -o=
 # --- build --------------------------------------------------------------------------------------------------
 log "docker compose build api"
 build_start=$(date +%s)
-compose build api 2>&1 | tail -n 3
+compose build api >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; fail "docker compose build api failed"; }
+tail -n 2 "$WORK/build.log"
 build_s=$(($(date +%s) - build_start))
 image_bytes=$(docker image inspect -f '{{.Size}}' "$FOLDSERVE_IMAGE")
 log "built $FOLDSERVE_IMAGE in ${build_s} s (cached layers count as done); image size $((image_bytes / 1000000)) MB"
