@@ -10,6 +10,7 @@ the border; the dense map has no such problem. The network is first checked to b
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,10 @@ def _jacobian(f: nn.Module, zero: torch.Tensor, num_outputs: int) -> torch.Tenso
         return jvp(f, (zero,), (tangent,))[1]
 
     eye = torch.eye(input_size, dtype=zero.dtype, device=zero.device)
-    cols = [vmap(push)(chunk.reshape(-1, *shape)) for chunk in eye.split(_PASSES_PER_CHUNK)]
+    with warnings.catch_warnings():
+        # torch's forward-mode AD scripts its own decompositions on first use and warns about it
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        cols = [vmap(push)(chunk.reshape(-1, *shape)) for chunk in eye.split(_PASSES_PER_CHUNK)]
     return torch.cat(cols).reshape(input_size, num_outputs).T
 
 
