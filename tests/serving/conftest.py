@@ -107,6 +107,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def annealed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with only the annealed model, which loads fastest."""
+    root = tmp_path_factory.mktemp("annealed-store")
+    write_checkpoint(root, "annealed", kind="annealed", seed=1)
+    return root
+
+
 @pytest.fixture
 def make_settings(store: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:

@@ -1,0 +1,148 @@
+"""Concurrent requests through the ASGI app: shared batches, same answers, full queue, deadline, bad neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from torch import nn
+
+from app.serving import create_app
+from tests.serving.conftest import digit_png, fast_settings
+
+PNG = {"content-type": "image/png"}
+
+
+@asynccontextmanager
+async def serving(store: Path, **overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(fast_settings(store, **overrides))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(1500):
+                models = (await client.get("/models")).json()["models"]
+                if all(m["status"] == "ready" for m in models):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise TimeoutError(f"models not ready: {models}")
+            yield app, client
+
+
+def sample(app: FastAPI, name: str, **labels: str) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+class Gate(nn.Module):
+    """Wraps a network so that a test decides when its forward passes may run."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.open.wait(10), "gate never opened"
+        return self.inner(x)
+
+
+def gate_variant(app: FastAPI, model: str, variant: str) -> Gate:
+    batcher = app.state.models.entries[model].batchers[variant]
+    gate = Gate(batcher.module)
+    batcher.module = gate
+    return gate
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("condition never held")
+
+
+@pytest.mark.parametrize("variant", ["collapsed", "original"])
+async def test_concurrent_requests_share_a_batch_and_match_sequential_answers(store: Path, variant: str) -> None:
+    collapsed = str(variant == "collapsed").lower()
+    url = f"/predict?model=linear&collapsed={collapsed}&top_k=5"
+    images = [digit_png(seed) for seed in range(12)]
+    async with serving(store, max_batch_size=16, max_wait_ms=250.0) as (app, client):
+        concurrent = await asyncio.gather(*(client.post(url, content=data, headers=PNG) for data in images))
+        labels = {"model": "linear", "variant": variant}
+        batches, batched_images = (
+            sample(app, "foldserve_batch_size_count", **labels),
+            sample(app, "foldserve_batch_size_sum", **labels),
+        )
+        sequential = [await client.post(url, content=data, headers=PNG) for data in images]
+    assert [r.status_code for r in concurrent + sequential] == [200] * 24, [r.text for r in concurrent + sequential]
+    assert batched_images == 12
+    assert batches < 12, f"12 concurrent requests ran in {batches} batches: none was shared"
+    for together, alone in zip(concurrent, sequential, strict=True):
+        a, b = together.json()["predictions"][0], alone.json()["predictions"][0]
+        assert a["index"] == b["index"]
+        for x, y in zip(a["top_k"], b["top_k"], strict=True):
+            assert x["index"] == y["index"]
+            assert x["probability"] == pytest.approx(y["probability"], abs=1e-5)
+    assert max(r.json()["timings_ms"]["queue"] for r in concurrent) > 0
+
+
+async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> None:
+    settings = {"max_batch_size": 1, "max_wait_ms": 0.0, "max_queue_size": 2, "max_images_per_request": 1}
+    async with serving(annealed_store, **settings) as (app, client):
+        gate = gate_variant(app, "annealed", "collapsed")
+        batcher = app.state.models.entries["annealed"].batchers["collapsed"]
+        post = lambda: client.post("/predict?model=annealed", content=digit_png(), headers=PNG)  # noqa: E731
+        running = asyncio.ensure_future(post())
+        await wait_for(gate.entered.is_set)  # the first request is inside the (held) forward pass
+        waiting = [asyncio.ensure_future(post()) for _ in range(2)]
+        await wait_for(lambda: batcher.queue_depth == 2)  # the next two fill the queue
+        refused = await post()
+        gate.open.set()
+        answers = await asyncio.gather(running, *waiting)
+        rejected = sample(app, "foldserve_rejections_total", model="annealed", variant="collapsed", reason="queue_full")
+        after = await post()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert rejected == 1
+    assert after.status_code == 200
+
+
+async def test_deadline_answers_504(annealed_store: Path) -> None:
+    async with serving(annealed_store, request_timeout_s=0.2, max_wait_ms=0.0) as (app, client):
+        gate = gate_variant(app, "annealed", "original")
+        late = await client.post("/predict?model=annealed&collapsed=false", content=digit_png(), headers=PNG)
+        gate.open.set()
+        timed_out = sample(app, "foldserve_rejections_total", model="annealed", variant="original", reason="deadline")
+        counted = sample(app, "foldserve_requests_total", model="annealed", variant="original", status="504")
+        after = await client.post("/predict?model=annealed&collapsed=false", content=digit_png(), headers=PNG)
+    assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+    assert timed_out == 1 and counted == 1
+    assert after.status_code == 200
+
+
+async def test_a_bad_image_fails_only_its_own_request(annealed_store: Path) -> None:
+    bodies = [digit_png(1), digit_png(2), b"not an image", digit_png(3), digit_png(4)]
+    async with serving(annealed_store, max_wait_ms=100.0) as (_, client):
+        alone = [
+            await client.post("/predict?model=annealed", content=b, headers=PNG) for b in bodies if b[:1] == b"\x89"
+        ]
+        together = await asyncio.gather(
+            *(client.post("/predict?model=annealed", content=b, headers=PNG) for b in bodies)
+        )
+    assert [r.status_code for r in together] == [200, 200, 400, 200, 200]
+    good = [r for r in together if r.status_code == 200]
+    for a, b in zip(good, alone, strict=True):
+        assert a.json()["predictions"][0]["index"] == b.json()["predictions"][0]["index"]
