@@ -78,3 +78,14 @@ def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -
     assert first.port == 8123
     get_settings.cache_clear()
     assert get_settings().port == 8124
+
+
+def test_operations_doc_lists_every_setting_with_its_default() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`FOLDSERVE_"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    expected = {f"FOLDSERVE_{name.upper()}": str(field.default) for name, field in Settings.model_fields.items()}
+    assert rows == expected
