@@ -152,6 +152,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         docs=Path(args.docs),
         sweep=args.sweep,
         sweep_epochs=args.sweep_epochs,
+        sweep_width=args.sweep_width,
+        sweep_limit=args.sweep_limit,
         device=args.device,
         latency_threads=args.latency_threads,
     )
@@ -171,7 +173,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default="model_store", help="model store holding the shipped models")
     p.add_argument("--docs", default="docs", help="where reproduction.md and img/ go")
     p.add_argument("--sweep", action="store_true", help="(re)run the t0/schedule sweep (else reuse its saved results)")
-    p.add_argument("--sweep-epochs", type=int, default=12, help="epochs per sweep run")
+    p.add_argument("--sweep-epochs", type=int, default=8, help="epochs per sweep run")
+    p.add_argument("--sweep-width", type=int, default=8, help="network width of the sweep runs")
+    p.add_argument("--sweep-limit", type=int, default=2500, help="digits used by the sweep (train + test)")
     p.add_argument("--latency-threads", type=int, default=1, help="CPU threads for the latency measurements")
     _add_data_flags(p)
     p.set_defaults(func=_reproduce)

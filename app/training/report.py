@@ -96,9 +96,12 @@ def _sweep_section(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         by_label[row["label"]].append(row)
     first = rows[0]
+    seeds = ", ".join(str(r["seed"]) for r in by_label[first["label"]])
     lines = [
         f"Every point trains `annealed-resnet18-mnist`'s recipe at width {first['width']} for {first['epochs']} "
-        f"epochs on the same split, once per seed ({', '.join(str(r['seed']) for r in by_label[first['label']])}), "
+        f"epochs on {first.get('train_size', '?')} training digits (tested on {first.get('test_size', '?')}; "
+        "the first digits of the same seeded permutation, split the same way; fewer, to keep the sweep cheap), "
+        f"once per seed ({seeds}), "
         f"on {first['device']}. `t0` is the fraction of the run at which the skip weight reaches 0; from "
         "there on it is exactly 0. `t0 = 0` trains a plain CNN from the start; `t0 = 1` reaches 0 only at the "
         "last step, so batch-norm statistics were gathered with nonzero skips.",

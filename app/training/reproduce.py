@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,11 @@ def _latency(
     modules = {name: module.to(device).eval() for name, module in variants.items()}
     out: dict[str, dict[int, float]] = {name: {} for name in modules}
     for size in batches:
-        timings = compare_forward(modules, _batch(images, size).to(device), threads=threads)
+        timings = compare_forward(modules, _batch(images, size).to(device), threads=threads, rounds=9)
+        print(
+            f"  {device.type} batch {size}: "
+            + ", ".join(f"{k} {v['median_s'] * 1e3:.3g} ms" for k, v in timings.items())
+        )
         for name, timing in timings.items():
             out[name][size] = timing["median_s"]
     return out
@@ -93,10 +98,13 @@ def _machine(latency_threads: int) -> dict[str, Any]:
     return {"cpu": cpu, "gpu": gpu, "threads": latency_threads, "torch": torch.__version__}
 
 
-def _sweep_rows(docs: Path, data: Digits, *, rerun: bool, epochs: int, device: str) -> list[dict[str, Any]]:
+def _sweep_rows(docs: Path, spec: DataSpec, *, rerun: bool, sweep: dict[str, int], device: str) -> list[dict[str, Any]]:
     path = docs / "img" / "sweep.json"
     if rerun:
-        rows = run_sweep(data, epochs=epochs, device=device)
+        data = load_digits(replace(spec, limit=sweep["limit"]))
+        rows = run_sweep(data, epochs=sweep["epochs"], width=sweep["width"], device=device)
+        for row in rows:
+            row["train_size"], row["test_size"] = len(data.train_labels), len(data.test_labels)
         path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
         return rows
     if not path.is_file():
@@ -110,7 +118,9 @@ def reproduce(
     store: Path = Path("model_store"),
     docs: Path = Path("docs"),
     sweep: bool = False,
-    sweep_epochs: int = 12,
+    sweep_epochs: int = 8,
+    sweep_width: int = 8,
+    sweep_limit: int = 2500,
     device: str = "auto",
     latency_threads: int = 1,
 ) -> Path:
@@ -128,8 +138,11 @@ def reproduce(
     for directory in dirs:
         spec = data_spec_of(read_manifest(directory))
         data = loaded[spec] = loaded.get(spec) or load_digits(spec)
+        print(f"measuring {directory.name}", flush=True)
         results.append(measure_model(directory, data, latency_threads=latency_threads))
-    rows = _sweep_rows(docs, data, rerun=sweep, epochs=sweep_epochs, device=str(resolve_device(device)))
+    sweep_config = {"epochs": sweep_epochs, "width": sweep_width, "limit": sweep_limit}
+    spec = data_spec_of(read_manifest(dirs[0]))
+    rows = _sweep_rows(docs, spec, rerun=sweep, sweep=sweep_config, device=str(resolve_device(device)))
     plot_training({r["name"]: load_history(store / r["name"]) for r in results}, docs / "img" / "training.png")
     for where in results[0]["latency"]:
         title = (
