@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -30,7 +31,7 @@ def test_linear_and_cosine_shapes_between_start_and_t0() -> None:
     steps = [i / 8 for i in range(33)]
     for schedule in (linear, cosine):
         values = [schedule.weight(t, 10) for t in steps]
-        assert all(a >= b for a, b in zip(values, values[1:], strict=False)), values
+        assert all(a >= b for a, b in itertools.pairwise(values)), values
 
 
 def test_t0_in_epochs_and_as_fraction_agree() -> None:
