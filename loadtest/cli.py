@@ -19,7 +19,7 @@ from loadtest.images import digit_pngs, load_pngs
 from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
 from loadtest.report import write_report
 from loadtest.scenarios import CONCURRENCIES, Context, run_comparison, run_overload, run_single, run_soak
-from loadtest.server import ServerProcess
+from loadtest.server import ServerProcess, wait_until_ready
 from loadtest.stats import RequestRecord
 
 __all__ = ["build_parser", "main"]
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--factor", type=float, default=4.0, help="offered load / measured capacity")
     overload.add_argument("--duration", type=float, default=10.0, help="seconds of overload")
     overload.add_argument("--deadline", type=float, default=10.0, help="server request deadline (s)")
-    overload.add_argument("--concurrency", type=int, default=256, help="most requests in flight")
+    overload.add_argument(
+        "--concurrency", type=int, default=1024, help="most requests in flight; must exceed the server's queue"
+    )
 
     soak = sub.add_parser("soak", parents=[common], help="long open-loop run at a fraction of capacity")
     soak.add_argument("--model", required=True)
@@ -98,8 +100,10 @@ def _models(base_url: str) -> list[str]:
 def _dispatch(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     if args.scenario == "comparison":
         models = args.models.split(",") if args.models else _models(ctx.base_url)
+        wait_until_ready(ctx.base_url, models)
         concurrencies = tuple(int(c) for c in args.concurrency.split(","))
         return run_comparison(ctx, models, concurrencies=concurrencies, requests=args.requests, duration=args.duration)
+    wait_until_ready(ctx.base_url, [args.model])
     if args.scenario == "overload":
         return run_overload(
             ctx,

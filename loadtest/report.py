@@ -105,7 +105,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## Aims", "", *_aims(result["aims"]), ""]
     if "checks" in result:
         lines += [f"## Checks ({'passed' if result['passed'] else 'FAILED'})", "", *_checks(result["checks"]), ""]
-        for key in ("capacity_rps", "offered_rps", "normal_latency_s"):
+        for key in ("capacity_rps", "offered_rps", "sent_rps", "normal_latency_s"):
             if result.get(key) is not None:
                 lines.append(f"- {key}: {result[key]:.4g}")
         lines.append("")

@@ -13,7 +13,7 @@ from types import TracebackType
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "resident_memory_bytes"]
+__all__ = ["ServerProcess", "free_port", "resident_memory_bytes", "wait_until_ready"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,6 +32,28 @@ def resident_memory_bytes(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def wait_until_ready(base_url: str, models: list[str], timeout: float = 300.0) -> None:
+    """Wait until ``GET /models/{name}`` says ``ready`` for every model; raise if one failed or time runs out.
+
+    ``/readyz`` turns 200 as soon as one model is ready; the others may still be loading.
+    """
+    deadline = time.monotonic() + timeout
+    waiting = list(models)
+    while waiting:
+        response = httpx.get(f"{base_url.rstrip('/')}/models/{waiting[0]}", timeout=10.0)
+        if response.status_code == 404:
+            raise ValueError(f"the server has no model {waiting[0]!r}")
+        info = response.raise_for_status().json()
+        if info.get("status") == "failed":
+            raise RuntimeError(f"model {waiting[0]!r} failed to load: {info.get('reason')}")
+        if info.get("status") == "ready":
+            waiting.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"model {waiting[0]!r} was not ready within {timeout} s (status {info.get('status')})")
+        time.sleep(0.5)
 
 
 class ServerProcess:

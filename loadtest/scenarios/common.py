@@ -26,6 +26,7 @@ class Context:
     memory_reader: Callable[[], float | None] | None = None  # the server's RSS when /metrics lacks it
     log: Callable[[str], None] = print
     measurements: list[Measurement] = field(default_factory=list)  # every run, in order, for the report
+    memory_source: str = "not read"  # where the last resident-memory figure came from
 
     def run(self, spec: LoadSpec, name: str, *, model: str | None = None, warmup: bool = True) -> Measurement:
         """Warm up (unrecorded), then measure ``spec``; the measurement is kept for the report."""
@@ -46,8 +47,9 @@ class Context:
         """The server's resident memory: ``process_resident_memory_bytes`` from /metrics, else the reader."""
         metrics = scrape(self.base_url)
         value = metrics.value("process_resident_memory_bytes") if metrics else None
+        self.memory_source = "process_resident_memory_bytes"
         if value is None and self.memory_reader is not None:
-            value = self.memory_reader()
+            value, self.memory_source = self.memory_reader(), "/proc/PID/status VmRSS of the spawned server"
         return value
 
 

@@ -24,7 +24,11 @@ def measure_capacity(ctx: Context, model: str, variant: str, *, concurrency: int
     """Answers per second (200 only) of a closed-loop run at ``concurrency``: the service's capacity."""
     spec = LoadSpec(variant_targets(ctx, model, variant), concurrency, 100_000, duration, timeout=ctx.timeout)
     run = ctx.run(spec, f"capacity {model} {variant} c{concurrency}", model=model)
-    return sum(s["ok_throughput_rps"] for s in run.summaries().values())
+    capacity = sum(s["ok_throughput_rps"] for s in run.summaries().values())
+    if not capacity > 0:
+        statuses = {k: v["statuses"] for k, v in run.summaries().items()}
+        raise RuntimeError(f"no request succeeded while measuring capacity of {model} {variant}: {statuses}")
+    return float(capacity)
 
 
 def run_overload(
@@ -35,7 +39,7 @@ def run_overload(
     factor: float = 4.0,
     duration: float = 10.0,
     deadline: float = 10.0,
-    concurrency: int = 256,
+    concurrency: int = 1024,
     recovery_window: float = 10.0,
     recovered_within: float = 5.0,
 ) -> dict[str, Any]:
@@ -43,7 +47,8 @@ def run_overload(
 
     Args:
         deadline: the server's request deadline (``FOLDSERVE_REQUEST_TIMEOUT_S``).
-        concurrency: most requests in flight (httpx connections; hey workers).
+        concurrency: most requests in flight (httpx connections; hey workers). It must exceed the server's
+            queue (``FOLDSERVE_MAX_QUEUE_SIZE``, 256 by default), or the queue never fills and nothing is refused.
         recovery_window: seconds the prober keeps going after the load stops.
         recovered_within: seconds after which latency must be back to normal.
     """
@@ -77,6 +82,7 @@ def run_overload(
         "variant": variant,
         "capacity_rps": capacity,
         "offered_rps": rate,
+        "sent_rps": len(overload.records) / duration,  # what the engine managed to send; below offered = engine-bound
         "factor": factor,
         "deadline_s": deadline,
         "normal_latency_s": normal,

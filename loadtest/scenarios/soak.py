@@ -89,7 +89,7 @@ def run_soak(
         stop.set()
         sampler.join()
     errors = sum(1 for r in soak.records if r.status != 200)
-    memory = memory_growth(samples, warmup)
+    memory = {**memory_growth(samples, warmup), "source": ctx.memory_source}
     return {
         "model": model,
         "variant": variant,
