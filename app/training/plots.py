@@ -26,7 +26,8 @@ def plot_training(histories: dict[str, list[dict[str, float]]], path: Path) -> N
         ax.set_title(name)
         right = ax.twinx()
         right.plot(epochs, [r["test_accuracy"] for r in rows], label="test accuracy", color="tab:green")
-        right.plot(epochs, [r["skip_weight"] for r in rows], label="skip weight", color="tab:red", drawstyle="steps")
+        weights = [1.0] + [r["skip_weight"] for r in rows]  # every skip starts at weight 1 at epoch 0
+        right.plot([0, *epochs], weights, label="skip weight (end of epoch)", color="tab:red", marker=".")
         right.set_ylim(-0.02, 1.02)
         right.set_ylabel("accuracy / skip weight")
         lines = ax.get_legend_handles_labels()
@@ -45,6 +46,7 @@ def plot_latency(latency: dict[str, dict[str, dict[int, float]]], path: Path, ti
             sizes = sorted(by_batch)
             ax.plot(sizes, [by_batch[b] * 1e3 for b in sizes], marker="o", label=variant)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("median ms per forward pass")

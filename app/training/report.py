@@ -143,7 +143,8 @@ def render_report(results: list[dict[str, Any]], sweep: list[dict[str, Any]], ma
         "`model_store/`; do not edit by hand. Raw numbers: [`img/reproduction.json`](img/reproduction.json), "
         "[`img/sweep.json`](img/sweep.json).",
         "",
-        f"Measured on: CPU {machine['cpu']}, latency at **{machine['threads']} thread(s)**"
+        f"Measured on: CPU {machine['cpu']} ({machine.get('cores', '?')} cores, load average "
+        f"{machine.get('load') or 0:.1f} when measuring started), latency at **{machine['threads']} thread(s)**"
         + (f"; GPU {machine['gpu']}" if machine["gpu"] else "")
         + f"; torch {machine['torch']}. Latency is the median of many timed calls after warm-up "
         "(`app.benchmark.compare_forward`: the variants of a model are timed in interleaved rounds, so load "

@@ -10,6 +10,7 @@ when there is one), set beside the figures the paper reports. Plus the t0/schedu
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import replace
 from pathlib import Path
@@ -95,7 +96,16 @@ def _machine(latency_threads: int) -> dict[str, Any]:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "gpu": gpu, "threads": latency_threads, "torch": torch.__version__}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cores = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "load": load,
+        "gpu": gpu,
+        "threads": latency_threads,
+        "torch": torch.__version__,
+    }
 
 
 def _sweep_rows(docs: Path, spec: DataSpec, *, rerun: bool, sweep: dict[str, int], device: str) -> list[dict[str, Any]]:
