@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert settings.default_model is None
     assert settings.device == "auto"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size) == (32, 2.0, 256)
+    assert (settings.max_batch_size, settings.max_wait_ms, settings.max_queue_size) == (32, 0.0, 256)
     assert settings.request_timeout_s == 10.0
     assert settings.max_body_bytes == 10 * 2**20
     assert settings.max_images_per_request == 16
