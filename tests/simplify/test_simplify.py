@@ -73,4 +73,6 @@ def test_simplify_does_not_share_tensors_with_the_original():
     original = copy.deepcopy(model)
     for p in result.module.parameters():
         p.data.add_(1.0)
-    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(original.state_dict().values(), model.state_dict().values(), strict=True)
+    )
