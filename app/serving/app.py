@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import torch
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from app.config import Settings, get_settings
 from app.serving.errors import install_error_handlers
@@ -41,7 +41,12 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     """
     settings = settings or get_settings()
     device = resolve_device(settings.device)
-    metrics = ServingMetrics(registry if registry is not None else CollectorRegistry())
+    if registry is None:
+        registry = CollectorRegistry()
+        # process_resident_memory_bytes and friends: the soak test and operators watch them
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    metrics = ServingMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

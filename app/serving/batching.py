@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -91,6 +93,7 @@ class DynamicBatcher:
         self._running: list[_Item] = []
         self._staging: torch.Tensor | None = None
         self._closed = False
+        self._admitted = 0  # requests between admit() and submit(): being read or decoded
 
     @property
     def queue_depth(self) -> int:
@@ -126,11 +129,7 @@ class DynamicBatcher:
         if self._closed or self._collector is None:
             raise Unavailable("this model is not serving", retry_after_s=self.retry_after_s)
         if len(self._queue) + len(images) > self.max_queue_size:
-            self._reject("queue_full")
-            raise QueueFull(
-                f"queue is full ({len(self._queue)} of {self.max_queue_size} images waiting)",
-                retry_after_s=self.retry_after_s,
-            )
+            raise self._queue_full()
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         items = [_Item(image, loop.create_future(), now) for image in images]
@@ -148,6 +147,34 @@ class DynamicBatcher:
             self._reject("deadline")
             raise DeadlineExceeded(f"no answer within the deadline of {timeout:.3f} s")
         return [future.result() for future in futures]
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold a place for one request while it is read and decoded, before it can :meth:`submit`.
+
+        Under overload, refusing a request before its images are decoded keeps the CPU for the requests
+        that will be answered; requests being decoded count as one image each against the queue size.
+
+        Raises:
+            QueueFull: the queue and the requests already admitted fill ``max_queue_size``.
+        """
+        if self._closed or self._collector is None:
+            raise Unavailable("this model is not serving", retry_after_s=self.retry_after_s)
+        if len(self._queue) + self._admitted >= self.max_queue_size:
+            raise self._queue_full()
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    def _queue_full(self) -> QueueFull:
+        self._reject("queue_full")
+        return QueueFull(
+            f"queue is full ({len(self._queue)} of {self.max_queue_size} images waiting, {self._admitted} requests "
+            "being decoded)",
+            retry_after_s=self.retry_after_s,
+        )
 
     def _reject(self, reason: str) -> None:
         if self.metrics is not None:

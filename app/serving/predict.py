@@ -46,12 +46,13 @@ async def predict(
     manifest = entry.loaded.manifest
     if top_k > len(manifest.labels):
         raise InvalidParameter(f"top_k must be <= {len(manifest.labels)} (the classes of {entry.name}), got {top_k}")
-    blobs = await read_images(
-        request, max_body_bytes=settings.max_body_bytes, max_images=settings.max_images_per_request
-    )
-    decode_started = time.perf_counter()
-    images = await asyncio.to_thread(decode_images, blobs, manifest.input, max_pixels=settings.max_image_pixels)
-    decode_s = time.perf_counter() - decode_started
+    with batcher.admit():  # refuse before reading and decoding when the queue is already full
+        blobs = await read_images(
+            request, max_body_bytes=settings.max_body_bytes, max_images=settings.max_images_per_request
+        )
+        decode_started = time.perf_counter()
+        images = await asyncio.to_thread(decode_images, blobs, manifest.input, max_pixels=settings.max_image_pixels)
+        decode_s = time.perf_counter() - decode_started
     metrics.decode_duration.labels(model=entry.name, variant=variant).observe(decode_s)
     remaining = started + settings.request_timeout_s - time.perf_counter()
     if remaining <= 0:

@@ -61,16 +61,15 @@ def _jacobian(f: nn.Module, bias: torch.Tensor, input_shape: tuple[int, int, int
     inputs than outputs, the columns of an affine map are ``f(e_j) - f(0)``, exactly so.
     """
     num_outputs, input_size = bias.numel(), math.prod(input_shape)
-    options = {"dtype": bias.dtype, "device": bias.device}
     if num_outputs <= input_size:
         rows = []
         for first in range(0, num_outputs, _PASSES_PER_CHUNK):
             count = min(_PASSES_PER_CHUNK, num_outputs - first)
-            x = torch.zeros(count, *input_shape, requires_grad=True, **options)  # type: ignore[arg-type]
+            x = torch.zeros(count, *input_shape, dtype=bias.dtype, device=bias.device, requires_grad=True)
             picked = f(x)[torch.arange(count), torch.arange(first, first + count)].sum()
             rows.append(torch.autograd.grad(picked, x)[0].reshape(count, input_size))
         return torch.cat(rows)
-    eye = torch.eye(input_size, **options)  # type: ignore[arg-type]
+    eye = torch.eye(input_size, dtype=bias.dtype, device=bias.device)
     cols = [f(chunk.reshape(-1, *input_shape)) - bias for chunk in eye.split(_PASSES_PER_CHUNK)]
     return torch.cat(cols).T
 

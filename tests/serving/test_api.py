@@ -156,6 +156,11 @@ def test_metrics_count_answers_and_describe_models(client: TestClient) -> None:
         )
 
 
+def test_metrics_include_process_memory(client: TestClient) -> None:
+    rss = sample(client, "process_resident_memory_bytes")
+    assert rss is not None and rss > 50 * 2**20  # torch alone is hundreds of MiB
+
+
 def test_docs_and_openapi(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()

@@ -146,3 +146,22 @@ async def test_a_bad_image_fails_only_its_own_request(annealed_store: Path) -> N
     good = [r for r in together if r.status_code == 200]
     for a, b in zip(good, alone, strict=True):
         assert a.json()["predictions"][0]["index"] == b.json()["predictions"][0]["index"]
+
+
+async def test_full_queue_refuses_before_decoding(annealed_store: Path) -> None:
+    settings = {"max_batch_size": 1, "max_wait_ms": 0.0, "max_queue_size": 1, "max_images_per_request": 1}
+    async with serving(annealed_store, **settings) as (app, client):
+        gate = gate_variant(app, "annealed", "collapsed")
+        batcher = app.state.models.entries["annealed"].batchers["collapsed"]
+        running = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))
+        await wait_for(gate.entered.is_set)
+        waiting = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))
+        await wait_for(lambda: batcher.queue_depth == 1)
+        # a corrupt image would be a 400 if it were decoded: the 503 shows it was refused first
+        refused = await client.post("/predict?model=annealed", content=b"\x89PNG broken", headers=PNG)
+        gate.open.set()
+        answers = await asyncio.gather(running, waiting)
+        decoded = sample(app, "foldserve_decode_duration_seconds_count", model="annealed", variant="collapsed")
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+    assert [a.status_code for a in answers] == [200, 200]
+    assert decoded == 2
