@@ -51,7 +51,7 @@ def test_discover_models_lists_folders_with_manifests(tmp_path):
 
 
 def test_missing_manifest(tmp_path):
-    with pytest.raises(CheckpointError, match="manifest.json: missing manifest file"):
+    with pytest.raises(CheckpointError, match=r"manifest\.json: missing manifest file"):
         load_checkpoint(tmp_path)
 
 
@@ -69,7 +69,7 @@ def test_unknown_format(folder):
 
 def test_invalid_manifest_names_the_field(folder):
     _set_manifest(folder, labels=["a", "b"])
-    with pytest.raises(CheckpointError, match="labels has 2 entries but architecture.num_classes is 10"):
+    with pytest.raises(CheckpointError, match=r"labels has 2 entries but architecture\.num_classes is 10"):
         read_manifest(folder)
 
 
@@ -81,7 +81,7 @@ def test_weights_path_cannot_leave_the_folder(folder):
 
 def test_missing_weights_file(folder):
     (folder / "weights.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="weights.safetensors: missing weights file"):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: missing weights file"):
         load_checkpoint(folder)
 
 
@@ -105,7 +105,7 @@ def test_missing_tensor(folder):
     state = load_file(str(folder / "weights.safetensors"))
     del state["fc.weight"]
     _rewrite_weights(folder, state)
-    with pytest.raises(CheckpointError, match="missing tensors: fc.weight"):
+    with pytest.raises(CheckpointError, match=r"missing tensors: fc\.weight"):
         load_checkpoint(folder)
 
 
@@ -113,7 +113,7 @@ def test_unexpected_tensor(folder):
     state = load_file(str(folder / "weights.safetensors"))
     state["extra.weight"] = torch.zeros(3)
     _rewrite_weights(folder, state)
-    with pytest.raises(CheckpointError, match="unexpected tensors: extra.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected tensors: extra\.weight"):
         load_checkpoint(folder)
 
 
@@ -129,7 +129,7 @@ def test_non_finite_tensor(folder):
     state = load_file(str(folder / "weights.safetensors"))
     state["fc.bias"][3] = float("nan")
     _rewrite_weights(folder, state)
-    with pytest.raises(CheckpointError, match="fc.bias holds NaN"):
+    with pytest.raises(CheckpointError, match=r"fc\.bias holds NaN"):
         load_checkpoint(folder)
 
 
@@ -159,7 +159,7 @@ class _Payload:
 def test_malicious_pickle_never_runs(folder, tmp_path):
     marker = tmp_path / "pwned"
     _use_pt(folder, {"fc.weight": _Payload(marker)})
-    with pytest.raises(CheckpointError, match="refused .pt file"):
+    with pytest.raises(CheckpointError, match=r"refused \.pt file"):
         load_checkpoint(folder)
     assert not marker.exists()
 
