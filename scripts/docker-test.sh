@@ -84,11 +84,11 @@ compose up -d --no-build 2>&1 | tail -n 4
 api_id=$(compose ps -q api)
 [ -n "$api_id" ] || fail "no api container"
 log "waiting for $API/readyz (at most ${READY_TIMEOUT_S} s)"
-deadline=$(($(date +%s) + READY_TIMEOUT_S))
+ready_deadline=$(($(date +%s) + READY_TIMEOUT_S))
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/readyz")" = 200 ]; do
   state=$(docker inspect -f '{{.State.Status}} restarts={{.RestartCount}}' "$api_id")
   case "$state" in running\ restarts=0) ;; *) fail "api container is not running cleanly: $state" ;; esac
-  [ "$(date +%s)" -lt "$deadline" ] || fail "/readyz not 200 after ${READY_TIMEOUT_S} s"
+  [ "$(date +%s)" -lt "$ready_deadline" ] || fail "/readyz not 200 after ${READY_TIMEOUT_S} s"
   sleep 2
 done
 log "ready: $(curl -s "$API/readyz")"
@@ -103,11 +103,19 @@ uid=$(compose exec -T api id -u)
 log "api runs as uid $uid ($(compose exec -T api id -un)); model store: $(compose exec -T api ls model_store | tr '\n' ' ')"
 
 # --- predictions --------------------------------------------------------------------------------------------
-curl -sf "$API/models" -o "$WORK/models.json" || fail "GET /models failed"
+# /readyz needs one model; give the others the rest of the readiness budget to finish loading.
+until curl -sf "$API/models" -o "$WORK/models.json" \
+  && [ "$(json "$WORK/models.json" "any(m['status'] == 'loading' for m in d['models'])")" = False ]; do
+  [ "$(date +%s)" -lt "$ready_deadline" ] || { log "models still loading after ${READY_TIMEOUT_S} s"; break; }
+  sleep 2
+done
 for line in $(json "$WORK/models.json" "' '.join('%s:%s:%s:speedup=%s' % (m['name'], m['status'], \
   (m.get('simplification') or {}).get('kind'), m.get('speedup')) for m in d['models'])"); do log "model $line"; done
+[ "$(json "$WORK/models.json" "[m['name'] for m in d['models'] if m['status'] == 'failed']")" = "[]" ] \
+  || log "WARNING: models that failed to load: $(json "$WORK/models.json" \
+    "[(m['name'], m['reason']) for m in d['models'] if m['status'] == 'failed']")"
+ready_models=$(json "$WORK/models.json" "' '.join(m['name'] for m in d['models'] if m['status'] == 'ready')")
 model=$(json "$WORK/models.json" "d['default']")
-log "posting to the default model, $model"
 digit=${DIGIT_PNG:-$WORK/digit.png}
 if [ -z "${DIGIT_PNG:-}" ]; then
   # A 28x28 grey PNG of a 7 (white strokes on black, as in MNIST), written with the standard library only.
@@ -125,25 +133,28 @@ png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0
 open(sys.argv[1], "wb").write(png + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 PY
 fi
-predict() {  # predict true|false OUTFILE: one POST /predict; fails unless 200 with the asked-for variant
+predict() {  # predict MODEL true|false OUTFILE: one POST /predict; fails unless it answers 200
   local code
-  code=$(curl -s -o "$2" -w '%{http_code}' -F "file=@$digit;type=image/png" "$API/predict?model=$model&collapsed=$1")
-  [ "$code" = 200 ] || fail "POST /predict collapsed=$1 answered $code: $(cat "$2")"
+  code=$(curl -s -o "$3" -w '%{http_code}' -F "file=@$digit;type=image/png" "$API/predict?model=$1&collapsed=$2")
+  [ "$code" = 200 ] || fail "POST /predict model=$1 collapsed=$2 answered $code: $(cat "$3")"
 }
-for collapsed in true false; do
-  for _ in $(seq "$REQUESTS"); do predict "$collapsed" "$WORK/$collapsed.json"; done
-  log "collapsed=$collapsed x$REQUESTS: $(json "$WORK/$collapsed.json" \
-    "d['variant'], d['predictions'][0]['label'], round(d['predictions'][0]['probability'], 4), d['timings_ms']")"
+for name in $ready_models; do
+  for collapsed in true false; do
+    for _ in $(seq "$REQUESTS"); do predict "$name" "$collapsed" "$WORK/$collapsed.json"; done
+    log "$name collapsed=$collapsed x$REQUESTS: $(json "$WORK/$collapsed.json" "d['variant'], \
+      d['predictions'][0]['label'], round(d['predictions'][0]['probability'], 4), d['timings_ms']")"
+  done
+  [ "$(json "$WORK/true.json" "d['variant']")" = collapsed ] || fail "$name: collapsed=true did not answer collapsed"
+  [ "$(json "$WORK/false.json" "d['variant']")" = original ] || fail "$name: collapsed=false did not answer original"
+  label_c=$(json "$WORK/true.json" "d['predictions'][0]['label']")
+  label_o=$(json "$WORK/false.json" "d['predictions'][0]['label']")
+  [ "$label_c" = "$label_o" ] || fail "$name: the variants disagree on the digit: collapsed $label_c, original $label_o"
 done
-[ "$(json "$WORK/true.json" "d['variant']")" = collapsed ] || fail "collapsed=true did not answer variant collapsed"
-[ "$(json "$WORK/false.json" "d['variant']")" = original ] || fail "collapsed=false did not answer variant original"
-label_c=$(json "$WORK/true.json" "d['predictions'][0]['label']")
-label_o=$(json "$WORK/false.json" "d['predictions'][0]['label']")
-[ "$label_c" = "$label_o" ] || fail "the variants disagree on the digit: collapsed $label_c, original $label_o"
 code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -H 'Content-Type: text/plain' --data 'not an image' \
   "$API/predict?model=$model")
 case "$code" in 4??) ;; *) fail "a text body to /predict answered $code, not a 4xx: $(cat "$WORK/bad.json")" ;; esac
 log "a text body answered $code: $(json "$WORK/bad.json" "d['error']")"
+log "Prometheus checks use the default model, $model"
 
 # --- Prometheus ---------------------------------------------------------------------------------------------
 query() {  # query PROMQL OUTFILE: instant query; fails unless Prometheus answers status success
@@ -169,24 +180,25 @@ log "recording rules loaded: $(wc -w <<<"$rules")"
 p50=model_variant:foldserve_request_duration_seconds:p50_1m
 tr ' ' '\n' <<<"$rules" | grep -qxF "$p50" || p50=${rules%% *}
 
-histogram='sum by (variant) (foldserve_request_duration_seconds_count)'
+histogram="sum by (variant) (foldserve_request_duration_seconds_count{model=\"$model\"})"
 # Keep a trickle of requests going, so that rate() over 1m windows sees increases, until both the histogram
-# counts and the p50 recording rule show real numbers.
+# counts and the p50 recording rule show real numbers for the model posted to (models without traffic give NaN).
 until query "$histogram" "$WORK/hist.json" && query "$p50" "$WORK/rule.json" \
   && [ "$(json "$WORK/hist.json" "sorted(r['metric'].get('variant') for r in d['data']['result'] \
        if float(r['value'][1]) >= $REQUESTS) == ['collapsed', 'original']")" = True ] \
   && [ "$(json "$WORK/rule.json" \
-       "len(d['data']['result']) > 0 and all(math.isfinite(float(r['value'][1])) for r in d['data']['result'])")" = True ]
+       "sorted(r['metric'].get('variant') for r in d['data']['result'] \
+       if r['metric'].get('model') == '$model' and math.isfinite(float(r['value'][1])))")" = "['collapsed', 'original']" ]
 do
   [ "$(date +%s)" -lt "$deadline" ] || fail "no data in Prometheus: $histogram -> $(cat "$WORK/hist.json"); \
 $p50 -> $(cat "$WORK/rule.json")"
-  predict true "$WORK/trickle.json"; predict false "$WORK/trickle.json"
+  predict "$model" true "$WORK/trickle.json"; predict "$model" false "$WORK/trickle.json"
   sleep 3
 done
 log "histogram $histogram: $(json "$WORK/hist.json" \
   "{r['metric'].get('variant'): float(r['value'][1]) for r in d['data']['result']}")"
-log "recording rule $p50: $(json "$WORK/rule.json" \
-  "[(r['metric'].get('variant'), float(r['value'][1])) for r in d['data']['result']]")"
+log "recording rule $p50 for $model: $(json "$WORK/rule.json" "[(r['metric'].get('variant'), \
+  float(r['value'][1])) for r in d['data']['result'] if r['metric'].get('model') == '$model']")"
 curl -sf "$PROM/api/v1/rules" -o "$WORK/rules.json" || fail "GET /api/v1/rules failed"
 bad=$(json "$WORK/rules.json" \
   "[(r['name'], r.get('lastError')) for g in d['data']['groups'] for r in g['rules'] if r['health'] == 'err']")
