@@ -76,7 +76,7 @@ compose build api >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; fai
 tail -n 2 "$WORK/build.log"
 build_s=$(($(date +%s) - build_start))
 image_bytes=$(docker image inspect -f '{{.Size}}' "$FOLDSERVE_IMAGE")
-log "built $FOLDSERVE_IMAGE in ${build_s} s (cached layers count as done); image size $((image_bytes / 1000000)) MB"
+log "built $FOLDSERVE_IMAGE in ${build_s} s; image size $((image_bytes / 1000000)) MB"
 
 # --- up, ready, healthy -------------------------------------------------------------------------------------
 log "docker compose up -d"
@@ -199,6 +199,7 @@ log "histogram $histogram: $(json "$WORK/hist.json" \
   "{r['metric'].get('variant'): float(r['value'][1]) for r in d['data']['result']}")"
 log "recording rule $p50 for $model: $(json "$WORK/rule.json" "[(r['metric'].get('variant'), \
   float(r['value'][1])) for r in d['data']['result'] if r['metric'].get('model') == '$model']")"
+sleep 10  # one more scrape and rule evaluation, so the listing below includes the models posted to first
 curl -sf "$PROM/api/v1/rules" -o "$WORK/rules.json" || fail "GET /api/v1/rules failed"
 bad=$(json "$WORK/rules.json" \
   "[(r['name'], r.get('lastError')) for g in d['data']['groups'] for r in g['rules'] if r['health'] == 'err']")
