@@ -80,11 +80,16 @@ def _simplify_command(args: argparse.Namespace) -> int:
 
 
 def _bench_rows(
-    variants: dict[str, nn.Module], shape: tuple[int, int, int], batch_sizes: list[int], threads: int, rounds: int
+    variants: dict[str, nn.Module],
+    shape: tuple[int, int, int],
+    batch_sizes: list[int],
+    threads: int,
+    rounds: int,
+    device: torch.device,
 ) -> list[dict[str, Any]]:
     rows = []
     for batch in batch_sizes:
-        x = torch.randn(batch, *shape)
+        x = torch.randn(batch, *shape, device=device)
         for variant, stats in compare_forward(variants, x, threads=threads, rounds=rounds).items():
             rows.append({"variant": variant, **stats, "per_image_s": stats["median_s"] / batch})
     return rows
@@ -93,6 +98,10 @@ def _bench_rows(
 def _bench_command(args: argparse.Namespace) -> int:
     name, model, shape = _load(args)
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = model.to(device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"--batch-sizes takes positive integers, got {args.batch_sizes!r}")
@@ -102,14 +111,15 @@ def _bench_command(args: argparse.Namespace) -> int:
     if args.plain and config is not None and config.skips == "annealed":
         # the same network built without skips in the first place, batch norm folded like the simplified one
         plain = build_resnet(dataclasses.replace(config, skips="none")).eval()
-        variants["plain-folded"] = fold_batchnorm(plain)
-    rows = _bench_rows(variants, shape, batch_sizes, args.threads, args.rounds)
+        variants["plain-folded"] = fold_batchnorm(plain).to(device)
+    rows = _bench_rows(variants, shape, batch_sizes, args.threads, args.rounds, device)
     by_key = {(r["variant"], r["batch_size"]): r["median_s"] for r in rows}
     ratios = {b: by_key[("original", b)] / by_key[("simplified", b)] for b in batch_sizes}
     result = {
         "model": name,
         "input_shape": shape,
         "threads": args.threads,
+        "device": str(device),
         "kind": simplified.report["kind"],
         "simplify_seconds": simplified.report["seconds"],
         "report": simplified.report,
@@ -119,9 +129,13 @@ def _bench_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{name}: {simplified.report['kind']}, input {'x'.join(map(str, shape))}, {args.threads} threads")
     print(
-        f"simplified in {simplified.report['seconds']:.2f} s (max rel error {simplified.report['max_rel_error']:.2g})"
+        f"{name}: {simplified.report['kind']}, input {'x'.join(map(str, shape))}, on {device}, {args.threads} threads"
+    )
+    report = simplified.report
+    print(
+        f"simplified in {report['transform_seconds']:.2f} s, verified in "
+        f"{report['seconds'] - report['transform_seconds']:.2f} s (max rel error {report['max_rel_error']:.2g})"
     )
     print(f"{'batch':>6} {'variant':>13} {'median':>12} {'p10':>12} {'p90':>12} {'rounds':>6} {'calls':>7}")
     for r in rows:
@@ -153,5 +167,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per batch size (median over them)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where to time (default cpu)")
     p.add_argument("--plain", action="store_true", help="annealed models: also time a network built without skips")
     p.set_defaults(func=_bench_command)
