@@ -164,6 +164,7 @@ def save_checkpoint(
         training=training,
     )
     save_file(state, str(weights))
+    weights.chmod(0o644)  # safetensors writes 0600; a service running as another user must read it
     manifest = manifest.model_copy(update={"weights": WeightsSpec(file=WEIGHTS_FILE, sha256=sha256_file(weights))})
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -79,6 +79,7 @@ def save_run(
     (directory / HISTORY_FILE).write_text(json.dumps(result.history, indent=1) + "\n", encoding="utf-8")
     images, sample_labels = _pick_samples(data)
     save_file({"images": images, "labels": sample_labels}, str(directory / SAMPLES_FILE))
+    (directory / SAMPLES_FILE).chmod(0o644)  # safetensors writes 0600; the service may run as another user
     return manifest
 
 

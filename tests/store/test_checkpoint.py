@@ -41,6 +41,11 @@ def test_round_trip_keeps_outputs_and_manifest(folder):
         assert torch.equal(model(x), expected(x))
 
 
+def test_saved_files_are_readable_by_other_users(folder):
+    for name in ("manifest.json", "weights.safetensors"):
+        assert (folder / name).stat().st_mode & 0o044 == 0o044, name
+
+
 def test_discover_models_lists_folders_with_manifests(tmp_path):
     tiny_checkpoint(tmp_path, name="b")
     tiny_checkpoint(tmp_path, name="a")
