@@ -41,7 +41,7 @@ test-gpu: install
 
 bench: install  ## the paper's network: linear ResNet34 collapsed, annealed ResNet34 stripped
 	$(PY) -m app bench --config depth=34,width=64,activation=identity --batch-sizes 1,64
-	$(PY) -m app bench --config depth=34,width=64,skips=annealed --plain --batch-sizes 64
+	$(PY) -m app bench --config depth=34,width=64,skips=annealed --plain --batch-sizes 1,64
 
 reproduce: install
 	$(PY) -m app reproduce

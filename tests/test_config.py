@@ -80,8 +80,8 @@ def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -
     assert get_settings().port == 8124
 
 
-def test_operations_doc_lists_every_setting_with_its_default() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+def test_readme_lists_every_setting_with_its_default() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
