@@ -80,3 +80,13 @@ def test_scrape_config_passes_promtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "127.0.0.1:8000" in (DEPLOY / "prometheus.yml").read_text()
+
+
+@needs_promtool
+def test_recording_rules_give_hand_worked_values() -> None:
+    """p50/p99 interpolation, the original/collapsed ratio, error ratio and mean batch size on known series."""
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(DEPLOY / "rules_test.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
