@@ -3,7 +3,7 @@
 from loadtest.scenarios.common import Context, variant_targets
 from loadtest.scenarios.comparison import CONCURRENCIES, aims, run_comparison
 from loadtest.scenarios.overload import measure_capacity, run_overload
-from loadtest.scenarios.probe import Prober, recovery_seconds
+from loadtest.scenarios.probe import Prober, normal_latency, recovery_seconds
 from loadtest.scenarios.single import run_single
 from loadtest.scenarios.soak import memory_growth, run_soak
 
@@ -14,6 +14,7 @@ __all__ = [
     "aims",
     "measure_capacity",
     "memory_growth",
+    "normal_latency",
     "recovery_seconds",
     "run_comparison",
     "run_overload",

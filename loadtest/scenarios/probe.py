@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from loadtest.stats import TRANSPORT_ERROR, RequestRecord
+from loadtest.stats import TRANSPORT_ERROR, RequestRecord, percentile
 from loadtest.targets import Target
 
-__all__ = ["Prober", "recovery_seconds"]
+__all__ = ["Prober", "normal_latency", "recovery_seconds"]
 
 
 @dataclass
@@ -57,6 +57,22 @@ class Prober:
                 self.records.append(RequestRecord(self.target.label, sent - self.origin, latency, status, retry_after))
                 index += 1
                 self._stop.wait(self.interval)
+
+
+def normal_latency(records: list[RequestRecord], before: float) -> float | None:
+    """ "Normal" latency for :func:`recovery_seconds`: twice the p50 of the probes answered 200 before ``before``.
+
+    At least the p50 plus 2 ms, for jitter. The probes themselves set the bar, because the prober is its own
+    client: a sequential httpx client adds milliseconds that a Go engine's idle p50 does not contain.
+
+    Returns:
+        None when no probe before ``before`` was answered 200.
+    """
+    idle = [r.latency for r in records if r.start < before and r.status == 200]
+    if not idle:
+        return None
+    p50 = percentile(idle, 50)
+    return max(2.0 * p50, p50 + 0.002)
 
 
 def recovery_seconds(records: list[RequestRecord], load_end: float, normal: float, window: int = 5) -> float | None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loadtest.scenarios import memory_growth, recovery_seconds
+from loadtest.scenarios import memory_growth, normal_latency, recovery_seconds
 from loadtest.scenarios.overload import _checks
 from loadtest.stats import RequestRecord
 
@@ -17,6 +17,13 @@ def test_recovery_is_the_start_of_the_first_normal_streak_after_the_load() -> No
     probes += [_probe(12.0 + 0.1 * i, 0.004) for i in range(5)]
     assert recovery_seconds(probes, load_end=10.0, normal=0.01) == pytest.approx(2.0)
     assert recovery_seconds(probes[:-1], load_end=10.0, normal=0.01) is None
+
+
+def test_normal_latency_comes_from_the_probes_answered_before_the_load() -> None:
+    probes = [_probe(0.1, 0.005), _probe(0.2, 0.007), _probe(0.3, 0.9, 503), _probe(0.4, 0.006), _probe(2.5, 3.0)]
+    assert normal_latency(probes, before=2.0) == pytest.approx(0.012)  # twice the p50 (6 ms) of the three 200s
+    assert normal_latency([_probe(0.1, 0.0005)], before=2.0) == pytest.approx(0.0025)  # at least p50 + 2 ms
+    assert normal_latency(probes[2:3], before=2.0) is None  # no 200 before the load
 
 
 def test_memory_growth_ignores_warmup_and_compares_later_samples_to_the_first() -> None:
