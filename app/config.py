@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
     torch_threads: int | None = Field(
-        default=None, ge=1, description="torch intra-op threads; None keeps torch's default"
+        default=None,
+        ge=1,
+        description="torch intra-op threads; None: on the CPU one fewer than the usable cores, at least 1, so "
+        "that the event loop and image decoding keep a core",
     )
     max_affine_bytes: int = Field(
         default=256 * 2**20, ge=1, description="largest dense affine map a collapse may build"
@@ -48,6 +51,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address that `python -m app serve` listens on")
     port: int = Field(default=8000, ge=1, le=65535, description="port that `python -m app serve` listens on")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(
+        default=False, description="one uvicorn log line per request; off by default: the metrics count requests"
+    )
 
     # Batching
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")

@@ -35,5 +35,7 @@ def serve(args: argparse.Namespace) -> int:
     if not settings.model_store.is_dir():
         raise FileNotFoundError(f"model store {settings.model_store} is not a folder (set FOLDSERVE_MODEL_STORE)")
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log
+    )
     return 0
