@@ -7,6 +7,7 @@ Each stage is timed. Everything here blocks: the registry runs it in a worker th
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Iterator
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from app.benchmark import compare_forward
 from app.config import Settings
+from app.serving.images import decode_image
 from app.simplify import simplify
 from app.store import InputSpec, Manifest, load_checkpoint, read_manifest
 
@@ -108,6 +111,7 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
         networks = {"collapsed": simplified.module.to(device).eval(), "original": model.to(device).eval()}
     example = (samples[:1] if samples is not None else torch.zeros(1, *manifest.input.shape)).to(device)
     with stages("warmup"):
+        _warm_up_decoder(manifest.input, settings.max_image_pixels)
         for network in networks.values():
             _warm_up(network, example, settings.max_batch_size, settings.warmup_runs)
     with stages("speedup"):
@@ -151,3 +155,11 @@ def _warm_up(network: nn.Module, example: torch.Tensor, max_batch_size: int, run
             network(batch)
     if example.device.type == "cuda":
         torch.cuda.synchronize(example.device)
+
+
+def _warm_up_decoder(spec: InputSpec, max_pixels: int) -> None:
+    """Decode one blank PNG: the first decode in a process pays for Pillow's lazy plugin loading (150 ms
+    measured), which belongs to start-up, not to the first client's request."""
+    buffer = io.BytesIO()
+    Image.new("L", (spec.width, spec.height)).save(buffer, format="PNG")
+    decode_image(buffer.getvalue(), spec, max_pixels=max_pixels)
