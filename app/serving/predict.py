@@ -7,10 +7,11 @@ request shares one deadline (``request_timeout_s``), checked by the batcher.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import time
 from typing import Literal
 
-import torch
 from starlette.requests import Request
 
 from app.config import Settings
@@ -60,12 +61,11 @@ async def predict(
     results = await batcher.submit(images, timeout=remaining)
     queue_s = max(r.queue_seconds for r in results)
     metrics.queue_duration.labels(model=entry.name, variant=variant).observe(queue_s)
-    logits = torch.stack([r.logits for r in results])
     return PredictResponse(
         model=entry.name,
         variant=variant,
         simplification=entry.loaded.report["kind"] if collapsed else None,
-        predictions=_rank(logits, manifest.labels, top_k),
+        predictions=[_rank(r.logits.tolist(), manifest.labels, top_k) for r in results],
         timings_ms=Timings(
             decode=decode_s * 1e3,
             queue=queue_s * 1e3,
@@ -75,13 +75,15 @@ async def predict(
     )
 
 
-def _rank(logits: torch.Tensor, labels: list[str], top_k: int) -> list[Prediction]:
-    probabilities = torch.softmax(logits.double(), dim=1)
-    values, indices = probabilities.topk(top_k, dim=1)
-    predictions = []
-    for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
-        scores = [
-            ClassScore(label=labels[i], index=i, probability=p) for p, i in zip(row_values, row_indices, strict=True)
-        ]
-        predictions.append(Prediction(**scores[0].model_dump(), top_k=scores))
-    return predictions
+def _rank(logits: list[float], labels: list[str], top_k: int) -> Prediction:
+    """Softmax probabilities of one image's logits (in float64) and its ``top_k`` classes.
+
+    Plain Python rather than torch: for one request's few logits, torch's per-call overhead on the event
+    loop (where the GIL is shared with decoding and inference) costs more than the arithmetic.
+    """
+    peak = max(logits)
+    exps = [math.exp(v - peak) for v in logits]
+    total = math.fsum(exps)
+    best = heapq.nlargest(top_k, range(len(logits)), key=logits.__getitem__)
+    scores = [ClassScore(label=labels[i], index=i, probability=exps[i] / total) for i in best]
+    return Prediction(**scores[0].model_dump(), top_k=scores)
