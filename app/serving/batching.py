@@ -133,8 +133,7 @@ class DynamicBatcher:
             Unavailable: the batcher is closed.
             ServingError: the forward pass failed (logged; a generic 500 for the client).
         """
-        if self._closed or self._collector is None:
-            raise Unavailable("this model is not serving", retry_after_s=self.retry_after_s)
+        self._check_serving()
         if len(self._queue) + len(images) > self.max_queue_size:
             raise self._queue_full()
         loop = asyncio.get_running_loop()
@@ -165,8 +164,7 @@ class DynamicBatcher:
         Raises:
             QueueFull: the queue and the requests already admitted fill ``max_queue_size``.
         """
-        if self._closed or self._collector is None:
-            raise Unavailable("this model is not serving", retry_after_s=self.retry_after_s)
+        self._check_serving()
         if len(self._queue) + self._admitted >= self.max_queue_size:
             raise self._queue_full()
         self._admitted += 1
@@ -174,6 +172,10 @@ class DynamicBatcher:
             yield
         finally:
             self._admitted -= 1
+
+    def _check_serving(self) -> None:
+        if self._closed or self._collector is None:
+            raise Unavailable("this model is not serving", retry_after_s=self.retry_after_s)
 
     def _queue_full(self) -> QueueFull:
         self._reject("queue_full")

@@ -19,13 +19,14 @@ from app.nets.resnet import ResNet
 from app.simplify.affine import DEFAULT_MAX_AFFINE_BYTES, AffineModel, affine_bytes, collapse_affine
 from app.simplify.batchnorm import fold_batchnorm, fold_conv_bn
 from app.simplify.cost import count_cost, count_parameters
-from app.simplify.errors import SimplificationError
+from app.simplify.errors import AffineMapTooLarge, SimplificationError
 from app.simplify.skips import kept_skips, strip_zero_skips
 from app.simplify.verify import AffinityError, check_affine, compare
 
 __all__ = [
     "DEFAULT_MAX_AFFINE_BYTES",
     "DEFAULT_TOLERANCE",
+    "AffineMapTooLarge",
     "AffineModel",
     "AffinityError",
     "SimplificationError",
@@ -70,9 +71,7 @@ def _transform(
     if config is not None and config.linear:
         try:
             collapsed = collapse_affine(model, input_shape, max_bytes=max_affine_bytes)
-        except SimplificationError as exc:
-            if "not affine" in str(exc):
-                raise
+        except AffineMapTooLarge as exc:
             details["affine_declined"] = str(exc)
         else:
             return collapsed, {"kind": "affine", "affine_bytes": affine_bytes(*collapsed.weight.shape[::-1])}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.simplify.batchnorm import fold_batchnorm
-from app.simplify.errors import SimplificationError
+from app.simplify.errors import AffineMapTooLarge, SimplificationError
 from app.simplify.verify import AffinityError, check_affine, float64_copy
 
 __all__ = ["DEFAULT_MAX_AFFINE_BYTES", "AffineModel", "affine_bytes", "collapse_affine"]
@@ -92,7 +92,8 @@ def collapse_affine(
         An :class:`AffineModel` on the model's device, in eval mode.
 
     Raises:
-        SimplificationError: when the map is too large, or the network is not affine (the message names
+        AffineMapTooLarge: when the map would be larger than ``max_bytes``.
+        SimplificationError: when the network is not affine (the message names
             the failed check).
     """
     input_size = math.prod(input_shape)
@@ -106,7 +107,7 @@ def collapse_affine(
     num_outputs = bias.shape[1]
     size = affine_bytes(input_size, num_outputs)
     if size > max_bytes:
-        raise SimplificationError(
+        raise AffineMapTooLarge(
             f"affine map of {input_size} inputs x {num_outputs} outputs needs {size} bytes, over the limit of "
             f"{max_bytes} bytes; not collapsed"
         )

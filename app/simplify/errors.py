@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SimplificationError"]
+__all__ = ["AffineMapTooLarge", "SimplificationError"]
 
 
 class SimplificationError(ValueError):
@@ -17,3 +17,7 @@ class SimplificationError(ValueError):
     def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.report = report or {}
+
+
+class AffineMapTooLarge(SimplificationError):
+    """Collapsing was declined, before any work, because the dense map would exceed the size limit."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from app.simplify import AffineModel, SimplificationError, collapse_affine, simplify
+from app.simplify import AffineMapTooLarge, AffineModel, SimplificationError, collapse_affine, simplify
 from app.simplify.verify import float64_copy
 from tests.helpers import tiny_resnet
 
@@ -58,7 +58,7 @@ def test_simplify_refuses_a_relu_network_that_claims_to_be_linear():
 
 def test_oversized_map_is_declined_before_any_work():
     model = tiny_resnet(activation="identity", in_channels=3, num_classes=1000, stem="imagenet")
-    with pytest.raises(SimplificationError, match=r"needs 602116000 bytes, over the limit"):
+    with pytest.raises(AffineMapTooLarge, match=r"needs 602116000 bytes, over the limit"):
         collapse_affine(model, (3, 224, 224))  # (150,528 inputs + bias) x 1,000 outputs x 4 bytes
 
 
