@@ -64,10 +64,50 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0, description="deadline for one /predict; beyond: 504")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After sent with every 503")
 
+    # Where work runs
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="server processes on one port, each loading the whole store; torch threads are divided "
+        "between them",
+    )
+    inline_max_forward_us: float = Field(
+        default=250.0,
+        ge=0,
+        description="a variant whose batch-1 forward pass measured at load takes at most this many µs runs on "
+        "the event loop when nothing is queued for it; 0: every variant is batched",
+    )
+    inline_decode_max_pixels: int = Field(
+        default=256 * 256,
+        ge=0,
+        description="a request with at most this many pixels in all is decoded on the event loop; larger ones "
+        "in the decode pool",
+    )
+    decode_threads: int | None = Field(
+        default=None, ge=1, le=256, description="threads of the decode pool; None: half the usable cores, at least 1"
+    )
+
     # Limits on what a client may send
     max_body_bytes: int = Field(default=10 * 2**20, ge=1, description="request body size; beyond: 413")
     max_images_per_request: int = Field(default=16, ge=1, description="images in one /predict; beyond: 413")
     max_image_pixels: int = Field(default=4096 * 4096, ge=1, description="width x height of one image; beyond: 413")
+    max_request_pixels: int = Field(
+        default=2 * 4096 * 4096, ge=1, description="pixels of all the images of one request together; beyond: 413"
+    )
+    max_aspect_ratio: float = Field(
+        default=64.0, ge=1, description="longer side over shorter side of one image; beyond: 400"
+    )
+    min_upload_bytes_per_s: int = Field(
+        default=16 * 1024,
+        ge=0,
+        description="after its first second, a request body must arrive at least this fast; slower: 408",
+    )
+    max_inflight_body_bytes: int = Field(
+        default=128 * 2**20,
+        ge=1,
+        description="request-body bytes held by the process at once (read, not yet decoded); beyond: 503",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:

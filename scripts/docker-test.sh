@@ -110,7 +110,7 @@ until curl -sf "$API/models" -o "$WORK/models.json" \
   sleep 2
 done
 for line in $(json "$WORK/models.json" "' '.join('%s:%s:%s:speedup=%s' % (m['name'], m['status'], \
-  (m.get('simplification') or {}).get('kind'), m.get('speedup')) for m in d['models'])"); do log "model $line"; done
+  (m.get('simplification') or {}).get('kind'), m.get('forward_speedup')) for m in d['models'])"); do log "model $line"; done
 [ "$(json "$WORK/models.json" "[m['name'] for m in d['models'] if m['status'] == 'failed']")" = "[]" ] \
   || log "WARNING: models that failed to load: $(json "$WORK/models.json" \
     "[(m['name'], m['reason']) for m in d['models'] if m['status'] == 'failed']")"

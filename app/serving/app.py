@@ -1,8 +1,13 @@
-"""The FastAPI application: :func:`create_app` and the lifespan that loads the models.
+"""The application: :func:`create_app`, the lifespan that loads the models, and the dispatch of the hot routes.
 
 Models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
-when the first model is ready, and a model that fails is listed in ``/models`` with its reason. Nothing
-loads at import time.
+when the models are ready, and a model that fails is listed in ``/models`` with its reason. Nothing loads
+at import time.
+
+The inference routes (``POST /predict``) are plain ASGI callables answered by :class:`FoldServeAPI` before
+FastAPI's middleware and routing; every other route is an ordinary FastAPI route. They are also registered
+as routes, so that they exist for the router (a ``GET /predict`` gets 405) and in the OpenAPI document
+(:mod:`app.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -10,27 +15,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import torch
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings, get_settings
+from app.serving.dataplane import DataPlane, usable_cores
 from app.serving.errors import install_error_handlers
 from app.serving.loading import resolve_device
 from app.serving.metrics import ServingMetrics
-from app.serving.middleware import PredictMetricsMiddleware
+from app.serving.openapi import install_openapi
+from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.routes import router
+from app.serving.state import ServingState
 
-__all__ = ["create_app"]
+__all__ = ["FoldServeAPI", "create_app", "torch_threads"]
 
 logger = logging.getLogger(__name__)
 
+HotRoute = Callable[[ServingState, Scope, Receive, Send], Awaitable[None]]
 
-def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FastAPI:
+
+class FoldServeAPI(FastAPI):
+    """FastAPI, with the inference routes answered before its middleware and routing."""
+
+    hot_routes: dict[str, HotRoute]
+    serving: ServingState
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = self.hot_routes.get(_route_path(scope))
+            if route is not None:
+                await route(self.serving, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FoldServeAPI:
     """Build the service.
 
     Args:
@@ -48,20 +81,17 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
     metrics = ServingMetrics(registry)
+    serving = ServingState(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
-        elif device.type == "cpu":
-            # measured on 2 cores: one intra-op thread halves the original ResNet's p50 at concurrency 1,
-            # because two threads fight the event loop and the decoders for the same cores
-            torch.set_num_threads(max(1, _usable_cores() - 1))
+        torch.set_num_threads(torch_threads(settings, device))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # inputs have a fixed size: let cuDNN pick its kernels
         models = ModelRegistry(settings, metrics, device)
         models.discover()
         app.state.models = models
+        serving.plane = DataPlane(models, settings)
         loading = asyncio.get_running_loop().create_task(models.load_all(), name="foldserve-load-models")
         try:
             yield
@@ -69,24 +99,35 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await models.close()
+            serving.plane.close()
 
-    app = FastAPI(
+    app = FoldServeAPI(
         title="foldserve",
         summary="ResNet classifiers served as trained and algebraically simplified",
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.serving = serving
+    app.hot_routes = {"/predict": predict}
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.device = device
     install_error_handlers(app)
-    app.add_middleware(PredictMetricsMiddleware, metrics=metrics)
     app.include_router(router)
+    for path, route in app.hot_routes.items():  # a partial is no function: Starlette runs it as an ASGI app
+        app.router.routes.append(Route(path, partial(route, serving), methods=["POST"], include_in_schema=False))
+    install_openapi(app)
     return app
 
 
-def _usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the platform tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def torch_threads(settings: Settings, device: torch.device) -> int:
+    """Intra-op threads of one worker: the setting, else on the CPU the worker's share of the cores less one.
+
+    Measured on 2 cores: one intra-op thread halves the original ResNet's p50 at concurrency 1, because two
+    threads fight the event loop and the decoders for the same cores.
+    """
+    if settings.torch_threads is not None:
+        return settings.torch_threads
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    return max(1, usable_cores() // settings.workers - 1)

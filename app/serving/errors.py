@@ -5,15 +5,20 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
     ServingError (500 internal)
     ├── BadRequest (400 bad_request)
     │   └── InvalidImage (400 invalid_image)
+    │       └── ImageAspectRatio (400 image_aspect_ratio)
     ├── ModelNotFound (404 model_not_found)
     ├── PayloadTooLarge (413 payload_too_large)
     │   ├── BodyTooLarge (413 body_too_large)
     │   ├── TooManyImages (413 too_many_images)
-    │   └── ImageTooLarge (413 image_too_large)
+    │   ├── ImageTooLarge (413 image_too_large)
+    │   └── TooManyPixels (413 too_many_pixels)
+    ├── BodyTimeout (408 body_timeout)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── InvalidParameter (422 invalid_parameter)
+    ├── ClientDisconnected (499, nothing is sent: the client went away)
     ├── Unavailable (503 unavailable, with Retry-After)
     │   ├── QueueFull (503 queue_full)
+    │   ├── Overloaded (503 overloaded)
     │   └── ModelNotReady (503 model_not_ready)
     └── DeadlineExceeded (504 deadline_exceeded)
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,20 +40,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "BadRequest",
+    "BodyTimeout",
     "BodyTooLarge",
+    "ClientDisconnected",
     "DeadlineExceeded",
+    "ImageAspectRatio",
     "ImageTooLarge",
     "InvalidImage",
     "InvalidParameter",
     "ModelNotFound",
     "ModelNotReady",
+    "Overloaded",
     "PayloadTooLarge",
     "QueueFull",
     "ServingError",
     "TooManyImages",
+    "TooManyPixels",
     "Unavailable",
     "UnsupportedMediaType",
     "error_body",
+    "error_response",
     "install_error_handlers",
 ]
 
@@ -77,6 +89,10 @@ class InvalidImage(BadRequest):
     code = "invalid_image"
 
 
+class ImageAspectRatio(InvalidImage):
+    code = "image_aspect_ratio"
+
+
 class ModelNotFound(ServingError):
     status_code = 404
     code = "model_not_found"
@@ -97,6 +113,24 @@ class TooManyImages(PayloadTooLarge):
 
 class ImageTooLarge(PayloadTooLarge):
     code = "image_too_large"
+
+
+class TooManyPixels(PayloadTooLarge):
+    code = "too_many_pixels"
+
+
+class BodyTimeout(ServingError):
+    """The body did not arrive in time (the request's deadline, or the least upload rate)."""
+
+    status_code = 408
+    code = "body_timeout"
+
+
+class ClientDisconnected(ServingError):
+    """The client closed the connection before its answer: counted as 499 (as nginx does), never answered."""
+
+    status_code = 499
+    code = "client_disconnected"
 
 
 class UnsupportedMediaType(ServingError):
@@ -127,6 +161,12 @@ class QueueFull(Unavailable):
     code = "queue_full"
 
 
+class Overloaded(Unavailable):
+    """The process holds as many request bytes, or decodes as many images, as it may."""
+
+    code = "overloaded"
+
+
 class ModelNotReady(Unavailable):
     code = "model_not_ready"
 
@@ -139,6 +179,12 @@ class DeadlineExceeded(ServingError):
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     """The JSON body of every error answer."""
     return {"error": {"code": code, "message": message}}
+
+
+def error_response(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, extra headers and JSON body of the answer to ``exc``, for front doors that speak raw ASGI."""
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers().items()]
+    return exc.status_code, headers, orjson.dumps(error_body(exc.code, exc.message))
 
 
 async def _serving_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,30 +1,67 @@
 """Every Prometheus metric of the service, declared against a registry that is passed in.
 
 Names follow the Prometheus conventions (``foldserve_`` prefix, base units, ``_total`` on counters) and are
-histograms, not summaries, so that p50/p99 aggregate across replicas (``deploy/prometheus/rules.yml``).
-Label values for a model are created up front by :meth:`ServingMetrics.add_model`, so every series exists
-(at zero) from the moment the model is discovered.
+histograms, not summaries, so that p50/p99 aggregate across workers and replicas
+(``deploy/prometheus/rules.yml``). Every label value is created up front by :meth:`ServingMetrics.add_model`
+(each model, variant, protocol, status code and rejection reason the service can produce), so every series
+exists at zero from the moment the model is discovered and ``rate()`` sees its first increment. No label
+value ever comes from a client.
+
+The hot path never calls ``labels()``: :class:`VariantSeries` and :class:`RequestSeries` hold the children
+of one model's variant, bound once.
+
+With several worker processes (``FOLDSERVE_WORKERS``), prometheus_client's multiprocess mode keeps each
+worker's values in ``PROMETHEUS_MULTIPROC_DIR`` and one scrape sums them; each gauge below says how its
+values from several workers combine (``multiprocess_mode``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "LOAD_STAGES", "VARIANTS", "BatcherMetrics", "ServingMetrics"]
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "FORWARD_PATHS",
+    "LATENCY_BUCKETS",
+    "LOAD_STAGES",
+    "PROTOCOLS",
+    "REJECTION_REASONS",
+    "STATUSES",
+    "VARIANTS",
+    "BatcherMetrics",
+    "RequestSeries",
+    "ServingMetrics",
+    "VariantSeries",
+]
 
 VARIANTS = ("collapsed", "original")
 """The two networks served per model: the simplified one and the checkpoint as trained."""
 
+PROTOCOLS = ("predict", "v2-rest", "v2-grpc")
+"""The front doors a request can come through: ``/predict``, the Open Inference Protocol over REST and gRPC."""
+
+STATUSES = ("200", "400", "404", "408", "413", "415", "422", "499", "500", "503", "504")
+"""Every HTTP status an inference request can end with; 499 (as nginx): the client went away first."""
+
+REJECTION_REASONS = ("queue_full", "deadline", "overloaded")
+"""Why a request was refused without an answer: its variant's queue was full, its deadline passed, or the
+process had too many bytes or pixels in flight."""
+
+FORWARD_PATHS = ("inline", "batched")
+"""Where a forward pass ran: on the event loop (a variant measured cheap, with nothing queued) or in the batcher."""
+
 LOAD_STAGES = ("read", "build", "simplify", "verify", "device", "warmup", "speedup")
 """The steps of loading one model, in order; ``foldserve_model_load_seconds`` has one series per stage."""
 
-LATENCY_BUCKETS: tuple[float, ...] = (*(round(m * 10.0**e, 10) for e in range(-5, 1) for m in (1.0, 2.5, 5.0)), 10.0)
-"""Latency bucket bounds in seconds: 1, 2.5 and 5 per decade from 10 µs to 10 s.
-
-A collapsed model answers in microseconds and an original ResNet in milliseconds; both must land in
-different buckets for the p50/p99 recording rules to tell them apart.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    *(round(m * 10.0**e, 10) for e in range(-5, -1) for m in (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+"""Latency bucket bounds in seconds, from 10 µs to 10 s: six per decade up to 100 ms, where the collapsed
+model's inference (tens of µs) and nearly every answer (hundreds of µs to a few ms) fall, so recorded p50s
+come from narrow buckets rather than interpolation across a decade; three per decade above.
 """
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(9))
@@ -32,27 +69,48 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**i) for i in range(9))
 
 
 @dataclass(frozen=True)
-class BatcherMetrics:
-    """The series one :class:`~app.serving.batching.DynamicBatcher` writes, bound to its model and variant."""
+class VariantSeries:
+    """The series of one model's variant, bound once: what the data plane and its batcher write."""
 
-    model: str
-    variant: str
-    metrics: ServingMetrics
-
-    @property
-    def queue_depth(self) -> Gauge:
-        return self.metrics.queue_depth.labels(model=self.model, variant=self.variant)
-
-    @property
-    def batch_size(self) -> Histogram:
-        return self.metrics.batch_size.labels(model=self.model, variant=self.variant)
-
-    @property
-    def inference_duration(self) -> Histogram:
-        return self.metrics.inference_duration.labels(model=self.model, variant=self.variant)
+    decode_duration: Histogram
+    queue_duration: Histogram
+    inference_duration: Histogram
+    batch_size: Histogram
+    queue_depth: Gauge
+    _rejections: dict[str, Counter] = field(repr=False)
+    _forwards: dict[str, Counter] = field(repr=False)
 
     def rejections(self, reason: str) -> Counter:
-        return self.metrics.rejections.labels(model=self.model, variant=self.variant, reason=reason)
+        """The counter of one of :data:`REJECTION_REASONS`."""
+        return self._rejections[reason]
+
+    def forwards(self, path: str) -> Counter:
+        """Forward passes that ran on one of :data:`FORWARD_PATHS`."""
+        return self._forwards[path]
+
+
+BatcherMetrics = VariantSeries
+"""What a :class:`~app.serving.batching.DynamicBatcher` records into (the variant's series)."""
+
+
+@dataclass(frozen=True)
+class RequestSeries:
+    """The request series of one model's variant through one protocol, bound once."""
+
+    duration: Histogram | None  # None for requests answered before a model was resolved
+    _counters: dict[str, Counter] = field(repr=False)
+    _metric: Counter = field(repr=False)
+    _labels: tuple[str, str, str] = field(repr=False)
+
+    def done(self, status: int, seconds: float) -> None:
+        """Count one answer (or a client gone away, 499) and its whole handling time."""
+        key = str(status)
+        counter = self._counters.get(key)
+        if counter is None:  # a status outside STATUSES: still server-chosen, never a client's string
+            counter = self._metric.labels(*self._labels, key)
+        counter.inc()
+        if self.duration is not None:
+            self.duration.observe(seconds)
 
 
 class ServingMetrics:
@@ -62,9 +120,14 @@ class ServingMetrics:
         self.registry = registry
         mv = ("model", "variant")
         self.requests = Counter(
-            "foldserve_requests", "/predict answers by status code", [*mv, "status"], registry=registry
+            "foldserve_requests",
+            "Inference answers by status code (499: the client went away first)",
+            [*mv, "protocol", "status"],
+            registry=registry,
         )
-        self.request_duration = self._latency("foldserve_request_duration_seconds", "Whole /predict handling", mv)
+        self.request_duration = self._latency(
+            "foldserve_request_duration_seconds", "Whole handling of one inference request", (*mv, "protocol")
+        )
         self.decode_duration = self._latency("foldserve_decode_duration_seconds", "Image decoding per request", mv)
         self.queue_duration = self._latency("foldserve_queue_duration_seconds", "Wait in the batch queue", mv)
         self.inference_duration = self._latency(
@@ -73,62 +136,100 @@ class ServingMetrics:
         self.batch_size = Histogram(
             "foldserve_batch_size", "Images per forward pass", mv, buckets=BATCH_SIZE_BUCKETS, registry=registry
         )
-        self.queue_depth = Gauge("foldserve_queue_depth", "Images waiting in the batch queue", mv, registry=registry)
-        self.rejections = Counter(
-            "foldserve_rejections", "Requests refused by the batcher", [*mv, "reason"], registry=registry
+        self.forward_passes = Counter(
+            "foldserve_forward_passes",
+            "Forward passes by where they ran: inline (on the event loop) or batched",
+            [*mv, "path"],
+            registry=registry,
         )
-        self.model_parameters = Gauge("foldserve_model_parameters", "Parameters of the network", mv, registry=registry)
-        self.model_macs = Gauge("foldserve_model_macs", "Multiply-accumulates per image", mv, registry=registry)
-        self.verification_error = Gauge(
+        self.queue_depth = self._gauge("foldserve_queue_depth", "Images waiting in the batch queue", mv, "livesum")
+        self.rejections = Counter(
+            "foldserve_rejections", "Requests refused without an answer, by reason", [*mv, "reason"], registry=registry
+        )
+        self.model_parameters = self._gauge("foldserve_model_parameters", "Parameters of the network", mv, "max")
+        self.model_macs = self._gauge("foldserve_model_macs", "Multiply-accumulates per image", mv, "max")
+        self.inline = self._gauge(
+            "foldserve_inline",
+            "1 where a variant's forward pass was measured cheap enough to run on the event loop, else 0",
+            mv,
+            "max",
+        )
+        self.verification_error = self._gauge(
             "foldserve_verification_error",
             "Error of the simplified network against the original at load (max_abs, or max_rel to the output scale)",
-            ["model", "measure"],
-            registry=registry,
+            ("model", "measure"),
+            "max",
         )
-        self.load_seconds = Gauge(
-            "foldserve_model_load_seconds",
-            "Seconds spent in each stage of loading",
-            ["model", "stage"],
-            registry=registry,
+        self.load_seconds = self._gauge(
+            "foldserve_model_load_seconds", "Seconds spent in each stage of loading", ("model", "stage"), "max"
         )
-        self.speedup_ratio = Gauge(
-            "foldserve_speedup_ratio",
-            "Median batch-1 latency of the original over the simplified network, measured at load",
-            ["model"],
-            registry=registry,
+        self.forward_speedup = self._gauge(
+            "foldserve_load_forward_speedup_ratio",
+            "Forward pass alone, measured once at load: median batch-1 latency of the original over the simplified "
+            "network (not end to end: the live ratio is the recording rule model:foldserve_request_duration_"
+            "seconds:p50_ratio_original_over_collapsed_1m)",
+            ("model",),
+            "max",
         )
-        self.model_ready = Gauge(
-            "foldserve_model_ready", "1 once the model serves, else 0", ["model"], registry=registry
+        self.model_ready = self._gauge(
+            "foldserve_model_ready", "1 once the model serves (in every worker), else 0", ("model",), "livemin"
         )
+        self._variants: dict[tuple[str, str], VariantSeries] = {}
+        self._requests: dict[tuple[str, str, str], RequestSeries] = {}
 
     def _latency(self, name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
         return Histogram(name, documentation, labels, buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    def for_batcher(self, model: str, variant: str) -> BatcherMetrics:
-        """The series of one model's variant, for its batcher."""
-        return BatcherMetrics(model, variant, self)
+    def _gauge(self, name: str, documentation: str, labels: tuple[str, ...], mode: str) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+    def variant(self, model: str, variant: str) -> VariantSeries:
+        """The bound series of ``model``'s ``variant`` (created on first use; :meth:`add_model` creates them)."""
+        key = (model, variant)
+        series = self._variants.get(key)
+        if series is None:
+            series = self._variants[key] = VariantSeries(
+                decode_duration=self.decode_duration.labels(model, variant),
+                queue_duration=self.queue_duration.labels(model, variant),
+                inference_duration=self.inference_duration.labels(model, variant),
+                batch_size=self.batch_size.labels(model, variant),
+                queue_depth=self.queue_depth.labels(model, variant),
+                _rejections={r: self.rejections.labels(model, variant, r) for r in REJECTION_REASONS},
+                _forwards={p: self.forward_passes.labels(model, variant, p) for p in FORWARD_PATHS},
+            )
+        return series
+
+    for_batcher = variant
+
+    def request(self, model: str, variant: str, protocol: str) -> RequestSeries:
+        """The bound request series of ``model``'s ``variant`` through ``protocol``.
+
+        ``model`` and ``variant`` are empty for requests answered before a model was resolved (an unknown
+        model name, invalid parameters): they are counted, but have no latency series.
+        """
+        key = (model, variant, protocol)
+        series = self._requests.get(key)
+        if series is None:
+            series = self._requests[key] = RequestSeries(
+                duration=self.request_duration.labels(model, variant, protocol) if model else None,
+                _counters={s: self.requests.labels(model, variant, protocol, s) for s in STATUSES},
+                _metric=self.requests,
+                _labels=key,
+            )
+        return series
 
     def add_model(self, model: str) -> None:
         """Create every series of ``model`` at zero, so dashboards and rates see it before its first request."""
         for variant in VARIANTS:
-            for metric in (
-                self.request_duration,
-                self.decode_duration,
-                self.queue_duration,
-                self.inference_duration,
-                self.batch_size,
-                self.queue_depth,
-                self.model_parameters,
-                self.model_macs,
-            ):
-                metric.labels(model=model, variant=variant)
-            for status in ("200",):
-                self.requests.labels(model=model, variant=variant, status=status)
-            for reason in ("queue_full", "deadline"):
-                self.rejections.labels(model=model, variant=variant, reason=reason)
+            self.variant(model, variant)
+            for protocol in PROTOCOLS:
+                self.request(model, variant, protocol)
+            self.model_parameters.labels(model, variant)
+            self.model_macs.labels(model, variant)
+            self.inline.labels(model, variant)
         for measure in ("max_abs", "max_rel"):
             self.verification_error.labels(model=model, measure=measure)
         for stage in LOAD_STAGES:
             self.load_seconds.labels(model=model, stage=stage)
-        self.speedup_ratio.labels(model=model)
+        self.forward_speedup.labels(model=model)
         self.model_ready.labels(model=model).set(0)

@@ -1,8 +1,9 @@
 """The models the service knows: every checkpoint in the model store, loading, ready or failed.
 
 :meth:`ModelRegistry.discover` lists the store; :meth:`ModelRegistry.load_all` runs the loading pipeline
-(:func:`app.serving.loading.load_model`) for each model in a worker thread, one after the other, then starts
-a :class:`DynamicBatcher` per variant. A model that fails keeps its reason and the others are served.
+(:func:`app.serving.loading.load_model`) for each model in a worker thread, one after the other, then makes
+its two :class:`Variant` s, each with its own :class:`DynamicBatcher`. A model that fails keeps its reason
+and the others are served.
 """
 
 from __future__ import annotations
@@ -14,20 +15,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from app.config import Settings
 from app.serving.batching import DynamicBatcher
 from app.serving.errors import ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
-from app.serving.metrics import VARIANTS, ServingMetrics
+from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
 from app.simplify import SimplificationError
 from app.store import CheckpointError, discover_models
 
-__all__ = ["ModelEntry", "ModelRegistry"]
+__all__ = ["ModelEntry", "ModelRegistry", "Variant"]
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["loading", "ready", "failed"]
+
+
+@dataclass
+class Variant:
+    """One network of a ready model, as the data plane runs it."""
+
+    model: str  # the model's name
+    name: str  # "collapsed" or "original"
+    loaded: LoadedModel
+    batcher: DynamicBatcher
+    series: VariantSeries
+    inline: bool  # its batch-1 forward pass measured at most settings.inline_max_forward_us at load
+
+    @property
+    def module(self) -> nn.Module:
+        return self.batcher.module
+
+    @property
+    def collapsed(self) -> bool:
+        return self.name == "collapsed"
 
 
 @dataclass
@@ -40,11 +62,16 @@ class ModelEntry:
     reason: str | None = None  # why it failed
     loaded: LoadedModel | None = None
     report: dict[str, Any] | None = None  # the simplification report, also kept when verification failed
-    batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    @property
+    def batchers(self) -> dict[str, DynamicBatcher]:
+        """The batcher of each variant."""
+        return {name: variant.batcher for name, variant in self.variants.items()}
 
 
 class ModelRegistry:
-    """Every model of ``settings.model_store``, and the batchers of those that are ready."""
+    """Every model of ``settings.model_store``, and the variants of those that are ready."""
 
     def __init__(self, settings: Settings, metrics: ServingMetrics, device: torch.device) -> None:
         self.settings = settings
@@ -76,36 +103,49 @@ class ModelRegistry:
             logger.exception("loading %s failed unexpectedly", entry.name)
             self._fail(entry, f"unexpected error while loading: {type(exc).__name__}: {exc}", None)
             return
-        for variant in VARIANTS:
-            batcher = DynamicBatcher(
-                getattr(loaded, variant),
-                max_batch_size=self.settings.max_batch_size,
-                max_wait=self.settings.max_wait_ms / 1000,
-                max_queue_size=self.settings.max_queue_size,
-                device=self.device,
-                metrics=self.metrics.for_batcher(entry.name, variant),
-                retry_after_s=self.settings.retry_after_s,
-            )
-            batcher.start()
-            entry.batchers[variant] = batcher
+        for name in VARIANTS:
+            entry.variants[name] = self._variant(entry.name, name, loaded)
         entry.loaded, entry.report, entry.status = loaded, loaded.report, "ready"
-        self._record(entry.name, loaded)
-        logger.info("%s ready: %s, speedup %.2fx", entry.name, loaded.report["kind"], loaded.speedup)
+        self._record(entry)
+        logger.info(
+            "%s ready: %s, forward pass %.1f µs collapsed (%s) and %.1f µs original (%s)",
+            entry.name,
+            loaded.report["kind"],
+            *(x for v in entry.variants.values() for x in (loaded.latency_s[v.name] * 1e6, _path(v))),
+        )
+
+    def _variant(self, model: str, name: str, loaded: LoadedModel) -> Variant:
+        series = self.metrics.variant(model, name)
+        batcher = DynamicBatcher(
+            getattr(loaded, name),
+            max_batch_size=self.settings.max_batch_size,
+            max_wait=self.settings.max_wait_ms / 1000,
+            max_queue_size=self.settings.max_queue_size,
+            device=self.device,
+            metrics=series,
+            retry_after_s=self.settings.retry_after_s,
+        )
+        batcher.start()
+        inline = loaded.latency_s[name] * 1e6 <= self.settings.inline_max_forward_us
+        return Variant(model, name, loaded, batcher, series, inline)
 
     def _fail(self, entry: ModelEntry, reason: str, report: dict[str, Any] | None) -> None:
         logger.error("model %s is not served: %s", entry.name, reason)
         entry.status, entry.reason, entry.report = "failed", reason, report or None
 
-    def _record(self, name: str, loaded: LoadedModel) -> None:
-        m, report = self.metrics, loaded.report
+    def _record(self, entry: ModelEntry) -> None:
+        m, name = self.metrics, entry.name
+        assert entry.loaded is not None
+        loaded, report = entry.loaded, entry.loaded.report
         for variant, suffix in (("collapsed", "after"), ("original", "before")):
-            m.model_parameters.labels(model=name, variant=variant).set(report[f"params_{suffix}"])
-            m.model_macs.labels(model=name, variant=variant).set(report[f"macs_{suffix}"])
+            m.model_parameters.labels(name, variant).set(report[f"params_{suffix}"])
+            m.model_macs.labels(name, variant).set(report[f"macs_{suffix}"])
+            m.inline.labels(name, variant).set(int(entry.variants[variant].inline))
         for measure in ("max_abs", "max_rel"):
             m.verification_error.labels(model=name, measure=measure).set(report[f"{measure}_error"])
         for stage, seconds in loaded.stage_seconds.items():
             m.load_seconds.labels(model=name, stage=stage).set(seconds)
-        m.speedup_ratio.labels(model=name).set(loaded.speedup)
+        m.forward_speedup.labels(model=name).set(loaded.speedup)
         m.model_ready.labels(model=name).set(1)
 
     @property
@@ -125,21 +165,22 @@ class ModelRegistry:
             known = ", ".join(self.entries) or "none"
             raise ModelNotFound(f"unknown model {name!r}; known models: {known}") from None
 
-    def batcher(self, name: str | None, variant: str) -> tuple[ModelEntry, DynamicBatcher]:
-        """The batcher for a request: ``name`` or the default model, ``variant`` of it.
+    def variant(self, name: str | None, variant: str) -> Variant:
+        """The variant a request asks for: of model ``name``, or of the default model.
 
         Raises:
             ModelNotFound: no such model.
             ModelNotReady: it is still loading (retry later) or it failed (the reason is in the message).
         """
         entry = self.get(name or self._default_name())
+        found = entry.variants.get(variant)
+        if found is not None:
+            return found
         if entry.status == "loading":
             raise ModelNotReady(f"model {entry.name!r} is still loading", retry_after_s=self.settings.retry_after_s)
-        if entry.status == "failed":
-            raise ModelNotReady(
-                f"model {entry.name!r} failed to load: {entry.reason}", retry_after_s=self.settings.retry_after_s
-            )
-        return entry, entry.batchers[variant]
+        raise ModelNotReady(
+            f"model {entry.name!r} failed to load: {entry.reason}", retry_after_s=self.settings.retry_after_s
+        )
 
     def _default_name(self) -> str:
         if self.settings.default_model:
@@ -151,5 +192,9 @@ class ModelRegistry:
     async def close(self) -> None:
         """Stop every batcher."""
         for entry in self.entries.values():
-            for batcher in entry.batchers.values():
-                await batcher.close()
+            for variant in entry.variants.values():
+                await variant.batcher.close()
+
+
+def _path(variant: Variant) -> str:
+    return "inline" if variant.inline else "batched"

@@ -11,6 +11,8 @@ from app.serving.registry import ModelEntry
 
 __all__ = [
     "ClassScore",
+    "ErrorBody",
+    "ErrorDetail",
     "Health",
     "ModelInfo",
     "ModelList",
@@ -21,6 +23,17 @@ __all__ = [
     "VariantInfo",
     "model_info",
 ]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="a stable, machine-readable name of the error (queue_full, invalid_image, ...)")
+    message: str = Field(description="what was wrong, for people")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
 
 
 class ClassScore(BaseModel):
@@ -56,6 +69,10 @@ class VariantInfo(BaseModel):
     parameters: int
     macs: int = Field(description="multiply-accumulates per image")
     latency_ms: float = Field(description="median batch-1 forward pass, measured at load")
+    path: Literal["inline", "batched"] = Field(
+        description="where its forward passes run: inline on the event loop when nothing is queued (a variant "
+        "measured at most FOLDSERVE_INLINE_MAX_FORWARD_US), else batched"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -74,7 +91,11 @@ class ModelInfo(BaseModel):
     )
     verification_samples: str | None = None
     variants: dict[str, VariantInfo] | None = None
-    speedup: float | None = Field(default=None, description="median batch-1 latency, original over collapsed, at load")
+    forward_speedup: float | None = Field(
+        default=None,
+        description="forward pass alone, measured once at load: median batch-1 latency of the original over the "
+        "simplified network (end to end, see the live ratio in the metrics' recording rules)",
+    )
     load_seconds: dict[str, float] | None = None
 
 
@@ -104,6 +125,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
             parameters=report[f"params_{suffix}"],
             macs=report[f"macs_{suffix}"],
             latency_ms=loaded.latency_s[variant] * 1e3,
+            path="inline" if entry.variants[variant].inline else "batched",
         )
         for variant, suffix in (("collapsed", "after"), ("original", "before"))
     }
@@ -116,7 +138,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
             "training": manifest.training.model_dump() if manifest.training else None,
             "verification_samples": loaded.samples,
             "variants": variants,
-            "speedup": loaded.speedup,
+            "forward_speedup": loaded.speedup,
             "load_seconds": loaded.stage_seconds,
         }
     )

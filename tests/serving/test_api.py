@@ -61,7 +61,7 @@ def test_models_lists_both_with_their_simplification(client: TestClient) -> None
     assert linear["variants"]["original"]["parameters"] > linear["variants"]["collapsed"]["parameters"]
     assert linear["simplification"]["max_rel_error"] <= linear["simplification"]["tolerance"] == 1e-4
     assert linear["simplification"]["top1_agreement"] == 1.0
-    assert linear["speedup"] > 0 and set(linear["load_seconds"]) == set(LOAD_STAGES)
+    assert linear["forward_speedup"] > 0 and set(linear["load_seconds"]) == set(LOAD_STAGES)
     assert linear["verification_samples"] == "4 random pixel-range images"
 
 
@@ -130,18 +130,21 @@ def test_invalid_parameters_are_422(client: TestClient, query: str) -> None:
 
 def test_metrics_count_answers_and_describe_models(client: TestClient) -> None:
     labels = {"model": "linear", "variant": "original"}
-    before = sample(client, "foldserve_requests_total", **labels, status="200") or 0.0
+    requests = {**labels, "protocol": "predict"}
+    before = sample(client, "foldserve_requests_total", **requests, status="200") or 0.0
     client.post("/predict?model=linear&collapsed=false", content=digit_png(), headers={"content-type": "image/png"})
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     assert 'foldserve_model_ready{model="linear"} 1.0' in response.text
-    assert sample(client, "foldserve_requests_total", **labels, status="200") == before + 1
-    assert (sample(client, "foldserve_request_duration_seconds_count", **labels) or 0) >= 1
+    assert sample(client, "foldserve_requests_total", **requests, status="200") == before + 1
+    assert (sample(client, "foldserve_request_duration_seconds_count", **requests) or 0) >= 1
     assert (sample(client, "foldserve_decode_duration_seconds_count", **labels) or 0) >= 1
     assert (sample(client, "foldserve_queue_duration_seconds_count", **labels) or 0) >= 1
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     linear = models["linear"]
-    assert sample(client, "foldserve_speedup_ratio", model="linear") == pytest.approx(linear["speedup"])
+    assert sample(client, "foldserve_load_forward_speedup_ratio", model="linear") == pytest.approx(
+        linear["forward_speedup"]
+    )
     assert sample(client, "foldserve_model_parameters", model="linear", variant="collapsed") == 12 * 12 * 5 + 5
     assert (
         sample(client, "foldserve_model_macs", model="linear", variant="collapsed")

@@ -78,7 +78,7 @@ def test_every_bad_answer_is_counted_by_status(client: TestClient) -> None:
     registry = client.app.state.metrics.registry  # type: ignore[attr-defined]
 
     def counted(status: int) -> float:
-        labels = {"model": "annealed", "variant": "collapsed", "status": str(status)}
+        labels = {"model": "annealed", "variant": "collapsed", "protocol": "predict", "status": str(status)}
         return registry.get_sample_value("foldserve_requests_total", labels) or 0.0
 
     statuses = sorted({c[2] for c in CORPUS})

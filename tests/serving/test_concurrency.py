@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from torch import nn
 
 from app.serving import create_app
+from app.serving.metrics import FORWARD_PATHS as PATHS
 from tests.serving.conftest import digit_png, fast_settings
 
 PNG = {"content-type": "image/png"}
@@ -77,7 +78,8 @@ async def test_concurrent_requests_share_a_batch_and_match_sequential_answers(st
     collapsed = str(variant == "collapsed").lower()
     url = f"/predict?model=linear&collapsed={collapsed}&top_k=5"
     images = [digit_png(seed) for seed in range(12)]
-    async with serving(store, max_batch_size=16, max_wait_ms=250.0) as (app, client):
+    # inline_max_forward_us=0: every variant batched, however cheap (the inline path is tested below)
+    async with serving(store, max_batch_size=16, max_wait_ms=250.0, inline_max_forward_us=0) as (app, client):
         concurrent = await asyncio.gather(*(client.post(url, content=data, headers=PNG) for data in images))
         labels = {"model": "linear", "variant": variant}
         batches, batched_images = (
@@ -95,6 +97,38 @@ async def test_concurrent_requests_share_a_batch_and_match_sequential_answers(st
             assert x["index"] == y["index"]
             assert x["probability"] == pytest.approx(y["probability"], abs=1e-5)
     assert max(r.json()["timings_ms"]["queue"] for r in concurrent) > 0
+
+
+@pytest.mark.parametrize(("threshold_us", "expected"), [(0.0, "batched"), (1e9, "inline")])
+async def test_the_path_follows_the_forward_pass_measured_at_load(
+    store: Path, threshold_us: float, expected: str
+) -> None:
+    async with serving(store, inline_max_forward_us=threshold_us, max_wait_ms=50.0) as (app, client):
+        model = (await client.get("/models/linear")).json()
+        answers = await asyncio.gather(
+            *(client.post("/predict?model=linear", content=digit_png(seed), headers=PNG) for seed in range(6))
+        )
+        labels = {"model": "linear", "variant": "collapsed"}
+        passes = {path: sample(app, "foldserve_forward_passes_total", **labels, path=path) for path in PATHS}
+        inline_gauge = sample(app, "foldserve_inline", **labels)
+    assert [a.status_code for a in answers] == [200] * 6
+    assert model["variants"]["collapsed"]["path"] == model["variants"]["original"]["path"] == expected
+    assert inline_gauge == (expected == "inline")
+    if expected == "inline":  # one pass per request, none through the queue
+        assert passes == {"inline": 6, "batched": 0}
+    else:
+        assert passes["inline"] == 0 and 1 <= passes["batched"] <= 6
+
+
+async def test_the_affine_map_runs_inline_and_the_original_is_batched_by_default(store: Path) -> None:
+    async with serving(store, inline_max_forward_us=250.0) as (app, client):
+        entry = app.state.models.entries["linear"]
+        latency = entry.loaded.latency_s
+        model = (await client.get("/models/linear")).json()
+    for variant in ("collapsed", "original"):
+        expected = "inline" if latency[variant] * 1e6 <= 250.0 else "batched"
+        assert model["variants"][variant]["path"] == expected, latency
+    assert model["variants"]["collapsed"]["path"] == "inline", latency  # the affine map takes microseconds
 
 
 async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> None:
@@ -126,7 +160,9 @@ async def test_deadline_answers_504(annealed_store: Path) -> None:
         late = await client.post("/predict?model=annealed&collapsed=false", content=digit_png(), headers=PNG)
         gate.open.set()
         timed_out = sample(app, "foldserve_rejections_total", model="annealed", variant="original", reason="deadline")
-        counted = sample(app, "foldserve_requests_total", model="annealed", variant="original", status="504")
+        counted = sample(
+            app, "foldserve_requests_total", model="annealed", variant="original", protocol="predict", status="504"
+        )
         after = await client.post("/predict?model=annealed&collapsed=false", content=digit_png(), headers=PNG)
     assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
     assert timed_out == 1 and counted == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.serving.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, LOAD_STAGES, ServingMetrics
+from app.serving.metrics import (
+    BATCH_SIZE_BUCKETS,
+    FORWARD_PATHS,
+    LATENCY_BUCKETS,
+    LOAD_STAGES,
+    PROTOCOLS,
+    REJECTION_REASONS,
+    STATUSES,
+    ServingMetrics,
+)
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
@@ -19,7 +29,10 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 def test_latency_buckets_resolve_microseconds_to_seconds() -> None:
     assert LATENCY_BUCKETS[0] == 1e-5 and LATENCY_BUCKETS[-1] == 10.0
     assert list(LATENCY_BUCKETS) == sorted(set(LATENCY_BUCKETS))
-    assert {1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0} <= set(LATENCY_BUCKETS)
+    assert {1e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0} <= set(LATENCY_BUCKETS)
+    # where nearly every answer falls (10 µs to 100 ms), neighbouring bounds are at most 1.7x apart
+    fine = [b for b in LATENCY_BUCKETS if b <= 0.1]
+    assert max(high / low for low, high in itertools.pairwise(fine)) <= 1.7
     assert BATCH_SIZE_BUCKETS == (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -29,26 +42,34 @@ def test_series_exist_at_zero_once_a_model_is_added() -> None:
     get = metrics.registry.get_sample_value
     for variant in ("collapsed", "original"):
         labels = {"model": "linear", "variant": variant}
-        assert get("foldserve_requests_total", {**labels, "status": "200"}) == 0
-        for histogram in ("request", "decode", "queue", "inference"):
+        for protocol in PROTOCOLS:
+            for status in STATUSES:  # every status exists at zero: rate() sees the first 415 too
+                assert get("foldserve_requests_total", {**labels, "protocol": protocol, "status": status}) == 0
+            requests = {**labels, "protocol": protocol}
+            assert get("foldserve_request_duration_seconds_count", requests) == 0
+        for histogram in ("decode", "queue", "inference"):
             assert get(f"foldserve_{histogram}_duration_seconds_count", labels) == 0
             assert get(f"foldserve_{histogram}_duration_seconds_bucket", {**labels, "le": "1e-05"}) == 0
+        for path in FORWARD_PATHS:
+            assert get("foldserve_forward_passes_total", {**labels, "path": path}) == 0
+        assert get("foldserve_inline", labels) == 0
         assert get("foldserve_batch_size_bucket", {**labels, "le": "256.0"}) == 0
         assert get("foldserve_queue_depth", labels) == 0
-        assert get("foldserve_rejections_total", {**labels, "reason": "queue_full"}) == 0
+        for reason in REJECTION_REASONS:
+            assert get("foldserve_rejections_total", {**labels, "reason": reason}) == 0
         assert get("foldserve_model_parameters", labels) == 0
         assert get("foldserve_model_macs", labels) == 0
     for stage in LOAD_STAGES:
         assert get("foldserve_model_load_seconds", {"model": "linear", "stage": stage}) == 0
     assert get("foldserve_verification_error", {"model": "linear", "measure": "max_rel"}) == 0
-    assert get("foldserve_speedup_ratio", {"model": "linear"}) == 0
+    assert get("foldserve_load_forward_speedup_ratio", {"model": "linear"}) == 0
     assert get("foldserve_model_ready", {"model": "linear"}) == 0
 
 
 def test_two_services_do_not_share_series() -> None:
     first, second = ServingMetrics(CollectorRegistry()), ServingMetrics(CollectorRegistry())
     first.add_model("a")
-    first.requests.labels(model="a", variant="collapsed", status="200").inc()
+    first.request("a", "collapsed", "predict").done(200, 0.001)
     assert second.registry.get_sample_value("foldserve_requests_total", {"model": "a", "variant": "collapsed"}) is None
 
 
@@ -56,7 +77,7 @@ def test_two_services_do_not_share_series() -> None:
 def test_exposition_passes_promtool_check_metrics() -> None:
     metrics = ServingMetrics(CollectorRegistry())
     metrics.add_model("linear")
-    metrics.request_duration.labels(model="linear", variant="collapsed").observe(3e-5)
+    metrics.request("linear", "collapsed", "predict").done(200, 3e-5)
     result = subprocess.run(
         [str(PROMTOOL), "check", "metrics"], input=generate_latest(metrics.registry), capture_output=True, timeout=30
     )

@@ -1,0 +1,145 @@
+"""Raw ASGI plumbing for the inference front doors: query parsing, JSON answers, and request accounting.
+
+The inference routes are the hot path; they are answered by plain ASGI callables (see
+:class:`app.serving.app.FoldServeAPI`) rather than through FastAPI's routing, dependency solving, response
+validation and middleware stack, which a profile under load showed costing more per request than the
+collapsed network itself. Everything a client may get wrong is still checked, and every error has the same
+``{"error": {...}}`` body as the FastAPI routes (:func:`app.serving.errors.error_response`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from starlette.types import Receive, Scope, Send
+
+from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, error_response
+from app.serving.metrics import RequestSeries, ServingMetrics
+
+__all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
+
+logger = logging.getLogger(__name__)
+
+JSON = b"application/json"
+
+_TRUE = frozenset(("true", "1", "yes", "on", "t", "y"))
+_FALSE = frozenset(("false", "0", "no", "off", "f", "n"))
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string's parameters; of a repeated name, the last value counts (as in Starlette)."""
+    raw: bytes = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+
+
+def parse_bool(params: dict[str, str], name: str, default: bool) -> bool:
+    """A boolean query parameter (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``).
+
+    Raises:
+        InvalidParameter: any other value.
+    """
+    value = params.get(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise InvalidParameter(f"query.{name}: must be true or false, got {value!r}")
+
+
+def parse_int(params: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    """An integer query parameter between ``low`` and ``high``.
+
+    Raises:
+        InvalidParameter: not an integer, or out of range.
+    """
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidParameter(f"query.{name}: must be an integer, got {value[:32]!r}") from None
+    if not low <= number <= high:
+        raise InvalidParameter(f"query.{name}: must be between {low} and {high}, got {number}")
+    return number
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send a whole answer."""
+    raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Exchange:
+    """One request through a front door: answers it, maps errors, and counts it exactly once.
+
+    Use as ``async with Exchange(...) as exchange:``; inside, call :meth:`resolved` once the model and
+    variant are known and :meth:`answer` to send the success. A :class:`ServingError` raised inside is
+    answered with its status and body; :class:`ClientDisconnected` is counted as 499 and answered with
+    nothing; anything else is logged with its traceback and answered 500.
+    """
+
+    def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, error_body: ErrorEncoder | None = None):
+        self._send = send
+        self._metrics = metrics
+        self._protocol = protocol
+        self._error_body = error_body
+        self._series: RequestSeries | None = None
+        self._status = 500
+        self._started = time.perf_counter()
+
+    def resolved(self, model: str, variant: str) -> None:
+        """Count this request under ``model``'s ``variant``."""
+        self._series = self._metrics.request(model, variant, self._protocol)
+
+    async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
+        """Send the 200 answer."""
+        self._status = 200
+        await send_bytes(self._send, 200, body, content_type, headers)
+
+    async def __aenter__(self) -> Exchange:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> bool:
+        try:
+            if error is None or isinstance(error, ClientDisconnected):
+                if error is not None:
+                    self._status = error.status_code
+                return error is not None
+            if isinstance(error, ServingError):
+                await self._send_error(error)
+                return True
+            if isinstance(error, Exception):
+                logger.exception("unhandled error in a %s request", self._protocol, exc_info=error)
+                await self._send_error(ServingError("internal server error"))
+                return True
+            return False  # cancellation and the like: let them through
+        finally:
+            series = self._series or self._metrics.request("", "", self._protocol)
+            series.done(self._status, time.perf_counter() - self._started)
+
+    async def _send_error(self, error: ServingError) -> None:
+        self._status, headers, body = error_response(error)
+        if self._error_body is not None:
+            body = self._error_body(error)
+        try:
+            await send_bytes(self._send, self._status, body, JSON, headers)
+        except OSError:  # the client went away meanwhile: nothing more to do
+            self._status = ClientDisconnected.status_code
+
+
+ErrorEncoder = Callable[[ServingError], bytes]
+"""How a protocol writes an error's body (the Open Inference Protocol's is ``{"error": "..."}``)."""
+
+Door = Callable[[Scope, Receive, Send], Awaitable[None]]

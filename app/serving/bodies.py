@@ -1,0 +1,203 @@
+"""Reading request bodies over raw ASGI: bounded in size, in time and, for the whole process, in memory.
+
+A body is read before the request takes a place in any queue, so a slow client holds a connection and
+nothing else. Three rules bound it:
+
+- size: ``Content-Length`` past the limit is refused before a byte is read, and a body that grows past it
+  while arriving (chunked) is refused then: 413;
+- time: the body must be complete by the request's deadline and, after its first second, arrive at least
+  ``min_bytes_per_s`` fast (the deadline for the next chunk moves with every byte received): else 408;
+- memory: every body byte held by the process counts against one :class:`ByteBudget` until the request
+  has decoded its images; a chunk that would pass it gets 503 ``overloaded``. Bytes are counted as they
+  arrive, not as declared, so clients that declare large bodies and trickle hold nothing.
+
+A client that goes away mid-body raises :class:`~app.serving.errors.ClientDisconnected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import Receive
+
+from app.serving.errors import (
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    Overloaded,
+    TooManyImages,
+    UnsupportedMediaType,
+)
+
+__all__ = ["FILE_FIELD", "BodyLimits", "ByteBudget", "image_media_type", "read_body", "split_images"]
+
+FILE_FIELD = "file"
+"""Name of the multipart parts that carry images."""
+
+GRACE_S = 1.0
+"""Seconds a body may take before the least upload rate applies (connection set-up, a slow first packet)."""
+
+_MAX_OTHER_FIELDS = 16
+
+
+class ByteBudget:
+    """Request-body bytes the process holds at once, counted as they arrive and given back per request.
+
+    Args:
+        limit: most bytes held at once.
+        retry_after_s: the ``Retry-After`` to suggest when it is spent.
+    """
+
+    def __init__(self, limit: int, retry_after_s: int = 1) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1 byte, got {limit}")
+        self.limit = limit
+        self.held = 0
+        self.retry_after_s = retry_after_s
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[list[int]]:
+        """A tally for one request: what :func:`read_body` takes into it is given back on exit."""
+        tally = [0]
+        try:
+            yield tally
+        finally:
+            self.held -= tally[0]
+
+    def take(self, tally: list[int], size: int) -> None:
+        """Count ``size`` more bytes for the request that owns ``tally``.
+
+        Raises:
+            Overloaded: the process would hold more than ``limit`` bytes.
+        """
+        if self.held + size > self.limit:
+            raise Overloaded(
+                f"the server holds {self.held} bytes of request bodies, the most it may hold is {self.limit}",
+                retry_after_s=self.retry_after_s,
+            )
+        self.held += size
+        tally[0] += size
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How large and how slow a request body may be."""
+
+    max_bytes: int
+    min_bytes_per_s: int  # 0: no least rate, only the deadline
+
+
+async def read_body(
+    receive: Receive,
+    headers: Headers,
+    *,
+    limits: BodyLimits,
+    deadline: float,
+    budget: ByteBudget,
+    tally: list[int],
+) -> bytes:
+    """The whole body of a request.
+
+    Args:
+        deadline: the request's deadline on the event loop's clock (``loop.time()``).
+        tally: from ``budget.hold()``; the bytes read are counted in it.
+
+    Raises:
+        BodyTooLarge: more than ``limits.max_bytes``. BadRequest: an invalid ``Content-Length``.
+        BodyTimeout: the body did not arrive by the deadline, or arrived slower than the least rate.
+        Overloaded: the process's byte budget is spent. ClientDisconnected: the client went away.
+    """
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"invalid Content-Length header {declared!r}")
+        if int(declared) > limits.max_bytes:
+            raise BodyTooLarge(f"body of {declared} bytes is larger than the limit of {limits.max_bytes} bytes")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(_next_deadline(started, 0, limits, deadline)) as timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected("the client closed the connection while sending its body")
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limits.max_bytes:
+                        raise BodyTooLarge(f"body is larger than the limit of {limits.max_bytes} bytes")
+                    budget.take(tally, len(chunk))
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                timer.reschedule(_next_deadline(started, size, limits, deadline))
+    except TimeoutError:
+        seconds = loop.time() - started
+        raise BodyTimeout(
+            f"the body did not arrive in time: {size} bytes in {seconds:.1f} s (a body must arrive within the "
+            f"request's deadline and, after {GRACE_S:g} s, at {limits.min_bytes_per_s} bytes/s or faster)"
+        ) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _next_deadline(started: float, received: int, limits: BodyLimits, deadline: float) -> float:
+    if limits.min_bytes_per_s <= 0:
+        return deadline
+    return min(deadline, started + GRACE_S + received / limits.min_bytes_per_s)
+
+
+def image_media_type(headers: Headers) -> str:
+    """The media type of a body that carries images: ``image/...`` or ``multipart/form-data``.
+
+    Raises:
+        UnsupportedMediaType: any other ``Content-Type``, or none.
+    """
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data" and not media_type.startswith("image/"):
+        raise UnsupportedMediaType(
+            f"content type {media_type or '(none)'!r} is not accepted: send multipart/form-data with "
+            f"{FILE_FIELD!r} parts, or one image with an image/* content type"
+        )
+    return media_type
+
+
+async def split_images(headers: Headers, media_type: str, body: bytes, *, max_images: int) -> list[bytes]:
+    """The images of a body of ``media_type`` (from :func:`image_media_type`): itself, or its ``file`` parts.
+
+    Raises:
+        TooManyImages: more than ``max_images`` images.
+        BadRequest: malformed multipart data, or no ``file`` part.
+    """
+    if media_type.startswith("image/"):
+        return [body]
+    return await _parse_multipart(headers, body, max_images)
+
+
+async def _parse_multipart(headers: Headers, body: bytes, max_images: int) -> list[bytes]:
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(headers, replay(), max_files=max_images, max_fields=_MAX_OTHER_FIELDS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise TooManyImages(f"more than {max_images} images in one request") from None
+        raise BadRequest(f"malformed multipart body: {exc.message}") from None
+    try:
+        parts = form.getlist(FILE_FIELD)
+        if not parts:
+            raise BadRequest(f"multipart body has no part named {FILE_FIELD!r}")
+        if not all(isinstance(part, UploadFile) for part in parts):
+            raise BadRequest(f"every {FILE_FIELD!r} part must be a file (with a filename)")
+        return [await part.read() for part in parts if isinstance(part, UploadFile)]
+    finally:
+        await form.close()

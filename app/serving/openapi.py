@@ -1,0 +1,111 @@
+"""The OpenAPI document: FastAPI's for its own routes, plus the inference routes that are plain ASGI callables.
+
+The inference operations are written here from the same pydantic schemas and limits the handlers use, with
+every status they can answer and the real error body, so that a generated client gets them right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from app.serving.bodies import FILE_FIELD
+from app.serving.predict import MAX_MODEL_NAME
+from app.serving.schemas import ErrorBody, PredictResponse
+
+__all__ = ["install_openapi"]
+
+_ERRORS = {
+    "400": "a malformed body or image, or an image's aspect ratio past the limit",
+    "404": "no such model",
+    "408": "the body did not arrive within the deadline or at the least upload rate",
+    "413": "the body, an image, the images together, or their number past a limit",
+    "415": "a content type other than multipart/form-data or image/*",
+    "422": "an invalid query parameter",
+    "503": "the model is loading or failed, its queue is full, or the server is overloaded (Retry-After)",
+    "504": "no answer within the request deadline",
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make ``app.openapi()`` (served at ``/openapi.json``) include the inference routes."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, Any]:
+    settings = app.state.settings
+    error = {"application/json": {"schema": _ref(ErrorBody, components)}}
+    responses: dict[str, Any] = {
+        "200": {"description": "the ranked classes of every image", "content": _json(PredictResponse, components)}
+    }
+    responses.update({status: {"description": text, "content": error} for status, text in _ERRORS.items()})
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    binary = {"type": "string", "format": "binary", "maxLength": settings.max_body_bytes}
+    return {
+        "tags": ["predict"],
+        "summary": "Classify images",
+        "description": "Classify one or more images: multipart `file` parts, or one raw body with an image "
+        "content type. `collapsed=true` answers with the simplified network, `false` with the original.",
+        "operationId": "predict",
+        "parameters": [
+            _query(
+                "model", {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME}, "default: the default model"
+            ),
+            _query(
+                "collapsed", {"type": "boolean", "default": True}, "true: the simplified network; false: the original"
+            ),
+            _query(
+                "top_k",
+                {"type": "integer", "minimum": 1, "default": 3},
+                "classes listed per image, at most the model's",
+            ),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            FILE_FIELD: {
+                                "type": "array",
+                                "items": binary,
+                                "minItems": 1,
+                                "maxItems": settings.max_images_per_request,
+                            }
+                        },
+                        "required": [FILE_FIELD],
+                    }
+                },
+                "image/*": {"schema": binary},
+            },
+        },
+        "responses": responses,
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _json(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model, components)}}
+
+
+def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}

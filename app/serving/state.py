@@ -1,0 +1,25 @@
+"""What the front doors share: settings, metrics, the process's byte budget and, once started, the data plane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from app.serving.bodies import ByteBudget
+from app.serving.dataplane import DataPlane
+from app.serving.metrics import ServingMetrics
+
+__all__ = ["ServingState"]
+
+
+@dataclass
+class ServingState:
+    """One per application; :attr:`plane` is set by the lifespan once the registry exists."""
+
+    settings: Settings
+    metrics: ServingMetrics
+    body_budget: ByteBudget = field(init=False)
+    plane: DataPlane | None = None
+
+    def __post_init__(self) -> None:
+        self.body_budget = ByteBudget(self.settings.max_inflight_body_bytes, self.settings.retry_after_s)
