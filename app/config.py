@@ -72,6 +72,16 @@ class Settings(BaseSettings):
         description="server processes on one port, each loading the whole store; torch threads are divided "
         "between them",
     )
+    drain_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long requests in flight may take to finish before the process exits",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="with several workers, the folder where they keep their metrics (emptied at start); None: a "
+        "temporary folder",
+    )
     inline_max_forward_us: float = Field(
         default=250.0,
         ge=0,

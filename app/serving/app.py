@@ -75,12 +75,13 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     """
     settings = settings or get_settings()
     device = resolve_device(settings.device)
+    multiprocess_dir = settings.metrics_dir if settings.workers > 1 else None
     if registry is None:
         registry = CollectorRegistry()
-        # process_resident_memory_bytes and friends: the soak test and operators watch them
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-    metrics = ServingMetrics(registry)
+        if multiprocess_dir is None:  # one worker's process metrics would misdescribe several
+            ProcessCollector(registry=registry)  # process_resident_memory_bytes and friends
+            PlatformCollector(registry=registry)
+    metrics = ServingMetrics(registry, multiprocess_dir=multiprocess_dir)
     serving = ServingState(settings, metrics)
 
     @contextlib.asynccontextmanager
@@ -92,12 +93,16 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models.discover()
         app.state.models = models
         serving.plane = DataPlane(models, settings)
-        loading = asyncio.get_running_loop().create_task(models.load_all(), name="foldserve-load-models")
+        loop = asyncio.get_running_loop()
+        metrics.workers.set(1)
+        loading = loop.create_task(models.load_all(), name="foldserve-load-models")
+        watching = loop.create_task(_watch_memory(metrics), name="foldserve-memory")
         try:
             yield
         finally:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
+            for task in (loading, watching):
+                task.cancel()
+            await asyncio.gather(loading, watching, return_exceptions=True)
             await models.close()
             serving.plane.close()
 
@@ -118,6 +123,16 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.router.routes.append(Route(path, partial(route, serving), methods=["POST"], include_in_schema=False))
     install_openapi(app)
     return app
+
+
+async def _watch_memory(metrics: ServingMetrics) -> None:
+    while True:
+        await asyncio.to_thread(metrics.read_memory)  # smaps_rollup of a large process takes a millisecond
+        await asyncio.sleep(MEMORY_PERIOD_S)
+
+
+MEMORY_PERIOD_S = 5.0
+"""How often each worker refreshes its share of ``foldserve_memory_bytes``."""
 
 
 def torch_threads(settings: Settings, device: torch.device) -> int:

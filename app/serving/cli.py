@@ -22,10 +22,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Start uvicorn with the app built from the settings; returns when the server stops."""
-    import uvicorn
-
     from app.config import get_settings
-    from app.serving.app import create_app
+    from app.serving.workers import run_server
 
     settings = get_settings()
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
@@ -34,8 +32,5 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     if not settings.model_store.is_dir():
         raise FileNotFoundError(f"model store {settings.model_store} is not a folder (set FOLDSERVE_MODEL_STORE)")
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log
-    )
+    run_server(settings)
     return 0

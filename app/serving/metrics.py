@@ -18,8 +18,10 @@ values from several workers combine (``multiprocess_mode``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -116,8 +118,9 @@ class RequestSeries:
 class ServingMetrics:
     """The service's metrics, registered in ``registry`` (a fresh ``CollectorRegistry`` in tests)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, multiprocess_dir: Path | None = None) -> None:
         self.registry = registry
+        self.multiprocess_dir = multiprocess_dir
         mv = ("model", "variant")
         self.requests = Counter(
             "foldserve_requests",
@@ -174,8 +177,35 @@ class ServingMetrics:
         self.model_ready = self._gauge(
             "foldserve_model_ready", "1 once the model serves (in every worker), else 0", ("model",), "livemin"
         )
+        self.workers = self._gauge("foldserve_workers", "Server processes serving", (), "livesum")
+        self.memory = self._gauge(
+            "foldserve_memory_bytes",
+            "Memory of the server processes, summed: rss (resident) and pss (proportional: shared pages divided "
+            "between the processes that share them, so that the sum over workers is what they really use)",
+            ("measure",),
+            "livesum",
+        )
         self._variants: dict[tuple[str, str], VariantSeries] = {}
         self._requests: dict[tuple[str, str, str], RequestSeries] = {}
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every series: of all the workers together in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))
+        return generate_latest(merged)
+
+    def read_memory(self) -> None:
+        """Set this process's share of :attr:`memory` from ``/proc/self/smaps_rollup`` (Linux; else nothing)."""
+        try:
+            text = Path("/proc/self/smaps_rollup").read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Rss", "Pss"):
+                self.memory.labels(key.lower()).set(float(value.split()[0]) * 1024)
 
     def _latency(self, name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
         return Histogram(name, documentation, labels, buckets=LATENCY_BUCKETS, registry=self.registry)

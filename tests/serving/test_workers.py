@@ -1,0 +1,173 @@
+"""FOLDSERVE_WORKERS=2 for real: two forked workers on one port, one scrape for both, replacement, drain."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.server import free_port
+from tests.serving.conftest import digit_png, write_checkpoint
+
+pytestmark = pytest.mark.slow
+
+PNG = {"content-type": "image/png"}
+REQUESTS = {"model": "linear", "variant": "collapsed", "protocol": "predict", "status": "200"}
+
+
+class Workers:
+    """``python -m app serve`` with two workers on a tiny store, its metrics folder and its log."""
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.store, self.metrics_dir, self.log = root / "store", root / "metrics", root / "server.log"
+        write_checkpoint(self.store, "linear", kind="linear")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ,
+            "FOLDSERVE_MODEL_STORE": str(self.store),
+            "FOLDSERVE_WORKERS": "2",
+            "FOLDSERVE_METRICS_DIR": str(self.metrics_dir),
+            "FOLDSERVE_WARMUP_RUNS": "1",
+            "FOLDSERVE_SPEEDUP_ROUNDS": "2",
+            "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0",
+            **env,
+        }
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.scrape().get((name, tuple(sorted(labels.items()))))
+
+    def wait_until(self, condition: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the server exited:\n{self.log.read_text()}"
+            try:
+                ready = self.value("foldserve_workers") == 2 and self.value("foldserve_model_ready", model="linear")
+                if condition == "ready" and ready == 1:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"not {condition} within {timeout} s:\n{self.log.read_text()}")
+
+    def worker_pids(self) -> set[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return {int(pid) for pid in out.split()}
+
+    def requests_per_worker(self) -> dict[int, float]:
+        """Answers counted in each worker's own counter file (copied apart, then collected)."""
+        counts = {}
+        for path in self.metrics_dir.glob("counter_*.db"):
+            alone = self.metrics_dir.parent / f"alone-{path.stem}"
+            alone.mkdir(exist_ok=True)
+            shutil.copy(path, alone / path.name)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(alone))
+            counts[int(path.stem.split("_")[1])] = registry.get_sample_value("foldserve_requests_total", REQUESTS) or 0
+        return counts
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    server = Workers(tmp_path, FOLDSERVE_DRAIN_S="20")
+    try:
+        server.wait_until("ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def post_alone(url: str, seed: int) -> httpx.Response:
+    """One request on its own connection, so that the kernel may give it to either worker."""
+    with httpx.Client(timeout=30) as client:
+        return client.post(f"{url}/predict?model=linear", content=digit_png(seed), headers=PNG)
+
+
+def test_one_scrape_counts_the_requests_of_both_workers(workers: Workers) -> None:
+    before = workers.value("foldserve_requests_total", **REQUESTS) or 0
+    answers = [post_alone(workers.url, seed) for seed in range(60)]
+    assert [a.status_code for a in answers] == [200] * 60
+    assert workers.value("foldserve_requests_total", **REQUESTS) == before + 60
+    per_worker = workers.requests_per_worker()
+    assert len(per_worker) == 2 and sum(per_worker.values()) == before + 60
+    assert all(count > 0 for count in per_worker.values()), f"one worker answered nothing: {per_worker}"
+    assert workers.value("foldserve_queue_depth", model="linear", variant="collapsed") == 0  # livesum of 2
+    pss = workers.value("foldserve_memory_bytes", measure="pss")
+    assert pss is not None and pss > 100 * 2**20
+
+
+def test_a_dead_worker_is_replaced_and_its_live_gauges_dropped(workers: Workers) -> None:
+    first = workers.worker_pids()
+    assert len(first) == 2
+    victim = min(first)
+    served = workers.value("foldserve_requests_total", **REQUESTS) or 0
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(workers.worker_pids() - {victim}) < 2:
+        assert time.monotonic() < deadline, workers.log.read_text()
+        time.sleep(0.2)
+    workers.wait_until("ready")
+    assert victim not in workers.worker_pids()
+    assert f"worker {victim} exited (killed by SIGKILL)" in workers.log.read_text()
+    assert workers.value("foldserve_workers") == 2  # the dead worker's 1 was dropped, its replacement counts
+    assert (workers.value("foldserve_requests_total", **REQUESTS) or 0) == served  # its counts stay
+    assert post_alone(workers.url, 1).status_code == 200
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits(workers: Workers) -> None:
+    body = digit_png(3)
+    head = (
+        f"POST /predict?model=linear HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", workers.port), timeout=30) as client:
+        client.sendall(head + body[:10])  # the request is in flight: its body is half sent
+        time.sleep(0.3)
+        stopping = time.monotonic()
+        workers.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        client.sendall(body[10:])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    workers.process.wait(timeout=30)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"model":"linear"' in answer
+    assert workers.process.returncode == 0
+    assert time.monotonic() - stopping < 20  # within the drain time
