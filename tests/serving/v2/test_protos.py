@@ -70,7 +70,9 @@ def test_every_message_field_matches_tritonclient(triton_file: descriptor_pb2.Fi
     for message, fields in ours.items():
         assert message in theirs, f"{message} is not a message of Triton's proto"
         for name, spec in fields.items():
-            assert theirs[message].get(name) == spec, f"{message}.{name}: ours {spec}, Triton's {theirs[message].get(name)}"
+            assert theirs[message].get(name) == spec, (
+                f"{message}.{name}: ours {spec}, Triton's {theirs[message].get(name)}"
+            )
     assert ours[".inference.ModelInferRequest"]["raw_input_contents"][0] == 7
     assert ours[".inference.ModelInferResponse"]["raw_output_contents"][0] == 6
     assert ours[".inference.InferTensorContents"]["bytes_contents"][0] == 8
