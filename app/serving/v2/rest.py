@@ -109,7 +109,7 @@ def parse_infer_request(body: bytes, header_length: str | None, *, max_elements:
         )
     outputs = tuple(_requested_output(i, item) for i, item in enumerate(_list("'outputs'", document.get("outputs"))))
     check_unique_names("output", [output.name for output in outputs])
-    return InferenceRequest(tuple(inputs), outputs, request_id, parameters)
+    return InferenceRequest(tuple(inputs), outputs, request_id or None, parameters)  # perf_analyzer sends "id": ""
 
 
 def encode_infer_response(response: InferenceResponse, request: InferenceRequest) -> EncodedBody:

@@ -100,6 +100,11 @@ def test_several_binary_inputs_are_read_in_order() -> None:
     assert request.inputs[2].data.tolist() == [0.0, 1.0, 2.0, 3.0]  # type: ignore[union-attr]
 
 
+def test_empty_request_id_is_no_id() -> None:
+    request = parse({"id": "", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]})
+    assert request.id is None
+
+
 def test_nested_json_data_following_the_shape_is_accepted() -> None:
     document = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6.5]]}]}
     assert parse(document).inputs[0].data.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]]  # type: ignore[union-attr]
