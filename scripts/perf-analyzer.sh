@@ -8,6 +8,12 @@
 # machine), from the nvidia-cuda-runtime-cu12 wheel of the `perf` extra (`make perf-analyzer` installs it), and
 # libb64.so.0d, from Debian's libb64-0d package. This script finds both, or says how to get them, then runs the
 # binary with every argument given. Note: perf_analyzer prints its usage for --help and exits with status 99.
+#
+# What it asks of the server (HTTP): GET /v2 (the extensions: server-side statistics are fetched only when
+# "statistics" is listed), GET /v2/models/NAME (metadata), GET /v2/models/NAME/config (Triton's model
+# configuration extension: max_batch_size, input[].name, output[].name, ...), then POST .../infer with binary
+# inputs. Its default input data is random bytes, which for FP32 inputs include NaN and infinities that foldserve
+# refuses (400): pass --input-data zero, or --input-data FILE.json with real pixels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
