@@ -5,10 +5,12 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PERF_STAMP := $(VENV)/.perf-installed-stamp
+PROTO := app/serving/v2/grpc_predict_v2.proto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format test-fast test-gpu bench reproduce loadtest docker-test clean
+.PHONY: install serve test lint format test-fast test-gpu bench reproduce loadtest docker-test clean protos perf-analyzer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy app
+
+protos: install  ## regenerate the committed gRPC stubs beside $(PROTO) (a test fails while they differ)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+
+$(PERF_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[perf]'
+	touch $(PERF_STAMP)
+
+perf-analyzer: $(PERF_STAMP)  ## Triton's perf_analyzer against a running server: make perf-analyzer ARGS="-m NAME ..."
+	VENV=$(VENV) bash scripts/perf-analyzer.sh $(ARGS)
 
 format: install
 	$(VENV)/bin/ruff check --fix .
