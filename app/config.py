@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         default=False, description="one uvicorn log line per request; off by default: the metrics count requests"
     )
 
+    max_headers: int = Field(default=100, ge=1, description="header fields of one request; beyond: 431")
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="bytes of the request line and headers together; beyond: 431"
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a request's headers may take to arrive; beyond: 408 and the connection closes",
+    )
+
     # Batching
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")
     # 0: a batch takes what queued while the previous forward pass ran. Measured on the shipped-size models

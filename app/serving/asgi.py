@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, error_response
-from app.serving.metrics import RequestSeries, ServingMetrics
+from app.serving.errors import ClientDisconnected, InvalidParameter, Overloaded, ServingError, error_response
+from app.serving.metrics import RequestSeries, ServingMetrics, VariantSeries
 
 __all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
 
@@ -96,12 +96,14 @@ class Exchange:
         self._protocol = protocol
         self._error_body = error_body
         self._series: RequestSeries | None = None
+        self._variant: VariantSeries | None = None
         self._status = 500
         self._started = time.perf_counter()
 
     def resolved(self, model: str, variant: str) -> None:
         """Count this request under ``model``'s ``variant``."""
         self._series = self._metrics.request(model, variant, self._protocol)
+        self._variant = self._metrics.variant(model, variant)
 
     async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
         """Send the 200 answer."""
@@ -118,6 +120,8 @@ class Exchange:
                     self._status = error.status_code
                 return error is not None
             if isinstance(error, ServingError):
+                if isinstance(error, Overloaded) and self._variant is not None:
+                    self._variant.rejections("overloaded").inc()  # the byte budget and decode pool do not count
                 await self._send_error(error)
                 return True
             if isinstance(error, Exception):

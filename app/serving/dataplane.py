@@ -148,7 +148,11 @@ class DataPlane:
             if pixels <= self.settings.inline_decode_max_pixels:
                 images = decode_checked(blobs, spec)
             else:
-                images = await self.decoder.decode(blobs, spec, deadline)
+                try:
+                    images = await self.decoder.decode(blobs, spec, deadline)
+                except DeadlineExceeded:
+                    variant.series.rejections("deadline").inc()
+                    raise
             decode_s = time.perf_counter() - started
         variant.series.decode_duration.observe(decode_s)
         return await self.infer(variant, images, deadline, decode_s=decode_s)
