@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class Architecture(_Strict):
     """The :class:`app.nets.ResNetConfig` fields, as stored."""
 
-    depth: Literal[18, 34, 50]
+    depth: Literal[18, 34, 50, 101, 152]
     block: Literal["basic", "bottleneck"]
     width: int = Field(ge=1, le=1024)
     in_channels: int = Field(ge=1, le=4)
