@@ -64,7 +64,8 @@ def _torch_load(path: Path) -> object:
             f"numbers: {_unpickling_problem(str(exc))}"
         ) from None
     except Exception as exc:  # a file that is not a torch.save archive fails in many ways: all are refusals
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # the first sentence only: torch goes on to suggest loading the file with weights_only=False
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
         raise ImportRefused(f"{path.name}: not a torch.save file of tensors ({type(exc).__name__}: {first})") from None
 
 

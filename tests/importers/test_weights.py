@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -51,6 +53,15 @@ def test_safetensors_are_read(tmp_path):
 def test_files_without_a_state_dict_are_refused(tmp_path, obj, message):
     with pytest.raises(ImportRefused, match=message):
         read_state_dict(save_pt(tmp_path / "w.pt", obj))
+
+
+def test_torchscript_archive_is_refused(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, not our concern here
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "w.pt"))
+    with pytest.raises(ImportRefused, match=r"not a torch\.save file .*TorchScript archives") as info:
+        read_state_dict(tmp_path / "w.pt")
+    assert "weights_only` set to `False`" not in str(info.value)
 
 
 def test_missing_file_is_refused(tmp_path):
