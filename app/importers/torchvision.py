@@ -50,8 +50,8 @@ ARCHS: dict[str, int] = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet
 SOURCES = ("torchvision", "timm")
 """Layouts read: timm's plain ResNets name their tensors exactly as torchvision does."""
 
-IN_CHANNELS = 3  # torchvision builds conv1 for RGB only
-CHECK_INPUTS = 2
+_IN_CHANNELS = 3  # torchvision builds conv1 for RGB only
+_CHECK_INPUTS = 2
 CHECK_SIZE = (97, 113)
 """Height and width of the random check inputs: odd and unequal so that padding, rounding and a height/width
 mix-up all show, and large enough (layer4 sees 4x4) that every tap of every 3x3 kernel is used."""
@@ -84,7 +84,7 @@ def config_for(arch: str, num_classes: int) -> ResNetConfig:
     return ResNetConfig(
         depth=ARCHS[arch],
         width=64,
-        in_channels=IN_CHANNELS,
+        in_channels=_IN_CHANNELS,
         num_classes=num_classes,
         stem="imagenet",
         activation="relu",
@@ -199,7 +199,7 @@ def check_against_torchvision(
     """
     reference = _reference(arch, state, model.config.num_classes)
     gen = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(CHECK_INPUTS, IN_CHANNELS, *CHECK_SIZE, generator=gen, dtype=torch.float64)
+    inputs = torch.randn(_CHECK_INPUTS, _IN_CHANNELS, *CHECK_SIZE, generator=gen, dtype=torch.float64)
     report = compare(reference, model, inputs)
     report.update(input_shape=list(inputs.shape), tolerance=CHECK_TOLERANCE)
     if not (report["max_rel_error"] <= CHECK_TOLERANCE and report["top1_agreement"] == 1.0):
