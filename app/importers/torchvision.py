@@ -52,9 +52,9 @@ SOURCES = ("torchvision", "timm")
 
 _IN_CHANNELS = 3  # torchvision builds conv1 for RGB only
 _CHECK_INPUTS = 2
-CHECK_SIZE = (97, 113)
+CHECK_SIZE = (65, 67)
 """Height and width of the random check inputs: odd and unequal so that padding, rounding and a height/width
-mix-up all show, and large enough (layer4 sees 4x4) that every tap of every 3x3 kernel is used."""
+mix-up all show, and large enough (layer4 sees 3x3) that every tap of every 3x3 kernel is used."""
 CHECK_TOLERANCE = 1e-6
 """Largest float64 difference, relative to the output scale, between foldserve's and torchvision's logits.
 The two run the same operations on the same weights, so any real mapping error is far larger."""
@@ -155,8 +155,14 @@ def check_layout(state: dict[str, torch.Tensor], arch: str, config: ResNetConfig
             )
         if tensor.is_floating_point() != ref.is_floating_point():
             raise ImportRefused(f"{source}: {key} holds {tensor.dtype}, expected a tensor like {ref.dtype}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and tensor.numel() and not _finite(tensor):
             raise ImportRefused(f"{source}: {key} holds NaN or infinite values")
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    # min and max propagate NaN and are +-inf when any element is: as exact as isfinite().all(), and several
+    # times faster on a ResNet-50's 25M weights
+    return all(bool(torch.isfinite(bound)) for bound in torch.aminmax(tensor))
 
 
 def _complete(state: dict[str, torch.Tensor], config: ResNetConfig) -> dict[str, torch.Tensor]:

@@ -23,7 +23,9 @@ def _assert_same_logits(model, reference, shape=(3, 64, 64), count=4):
     assert torch.equal(ours.argmax(1), theirs.argmax(1))
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", pytest.param("resnet50", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "arch", ["resnet18", *(pytest.param(arch, marks=pytest.mark.slow) for arch in ("resnet34", "resnet50"))]
+)
 def test_import_matches_torchvision_and_simplifies(arch, tmp_path, out, run_import):
     reference = torchvision_resnet(arch)
     weights = save_pt(tmp_path / f"{arch}.pth", reference.state_dict())
@@ -104,6 +106,12 @@ def test_wrong_shape_names_key_and_both_shapes(tmp_path, capsys, out, run_import
     state18["conv1.weight"] = torch.zeros(64, 1, 7, 7)
     assert run_import(save_pt(tmp_path / "w.pth", state18)) == 2
     _refused(capsys, out, "conv1.weight has shape (64, 1, 7, 7)", "expects (64, 3, 7, 7)")
+
+
+def test_non_finite_weights_are_refused(tmp_path, capsys, out, run_import, state18):
+    state18["layer2.1.bn1.running_var"][7] = float("nan")
+    assert run_import(save_pt(tmp_path / "w.pth", state18)) == 2
+    _refused(capsys, out, "layer2.1.bn1.running_var holds NaN or infinite values")
 
 
 def test_num_classes_that_disagree_with_fc_are_refused(tmp_path, capsys, out, labels, run_import, state18):
