@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.serving.bodies import FILE_FIELD
-from app.serving.predict import MAX_MODEL_NAME
+from app.serving.predict import MAX_MODEL_NAME, MAX_TOP_K
 from app.serving.schemas import ErrorBody, PredictResponse
 
 __all__ = ["install_openapi"]
@@ -38,10 +38,33 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
+            _document_errors(schema, components)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ROUTE_ERRORS = {
+    ("/models/{name}", "get"): {"404": "no such model"},
+    ("/readyz", "get"): {"503": "not ready (Retry-After)"},
+}
+"""Errors the FastAPI routes answer besides their 200, documented with the service's error body."""
+
+
+def _document_errors(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Give every FastAPI operation the service's real error body: FastAPI documents its own
+    ``{"detail": ...}`` for 422, which the service never sends (its handlers answer ``{"error": ...}``)."""
+    error = {"application/json": {"schema": _ref(ErrorBody, components)}}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "an invalid parameter", "content": error}
+            for status, text in _ROUTE_ERRORS.get((path, method), {}).items():
+                responses[status] = {"description": text, "content": error}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
 
 
 def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, Any]:
