@@ -64,7 +64,16 @@ def test_convolutions_carry_their_sizes() -> None:
 def test_forward_bytes_scales_with_batch_and_element_size() -> None:
     config = ResNetConfig(depth=18, width=8, in_channels=1, num_classes=10)
     one = forward_bytes(config, (1, 28, 28), 1, 4)
-    # six 8x28x28 maps and the im2col buffer of a 3x3 conv over 8 channels at 28x28
+    # layer1: six 8x28x28 maps and the im2col buffer of a 3x3 conv over 8 channels at 28x28
     assert one == 4 * (6 * 8 * 28 * 28 + 8 * 9 * 28 * 28)
     assert forward_bytes(config, (1, 28, 28), 32, 8) == 64 * one
     assert forward_bytes(config, (1, 28, 28), 1, 4, autograd=True) > one
+
+
+def test_forward_bytes_of_an_imagenet_stem() -> None:
+    config = ResNetConfig(depth=18, width=64, in_channels=3, num_classes=1000, stem="imagenet")
+    # the image, the stem conv's and its batch norm's 64x112x112 outputs and the 7x7 conv's unfolded input
+    # outweigh layer1 (six 64x56x56 maps and a 3x3 unfold of 64 channels)
+    stem = 3 * 224 * 224 + 2 * 64 * 112 * 112 + 3 * 49 * 112 * 112
+    assert stem > 6 * 64 * 56 * 56 + 64 * 9 * 56 * 56
+    assert forward_bytes(config, (3, 224, 224), 32, 8) == 32 * 8 * stem
