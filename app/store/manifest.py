@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 from app.nets import ResNetConfig
 
-__all__ = ["FORMAT", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
+__all__ = ["FORMAT", "MAX_INPUT_VALUES", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
 
 FORMAT = "foldserve/1"
 """The only checkpoint format this version reads and writes."""
+
+MAX_INPUT_VALUES = 4 * 1024 * 1024
+"""Values in one input (channels x height x width): RGBA at 1024x1024, 28 times an ImageNet 3x224x224 input.
+
+Each side may reach 4096 (a long strip), but a 3x4096x4096 input is 50 M values, 12 GiB for a float64 batch
+of 32 before the first layer; no ResNet checkpoint is trained on that."""
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -51,11 +57,17 @@ class InputSpec(_Strict):
     channels: int = Field(ge=1, le=4)
     height: int = Field(ge=1, le=4096)
     width: int = Field(ge=1, le=4096)
-    mean: list[float]
-    std: list[float]
+    mean: list[FiniteFloat]
+    std: list[FiniteFloat]
 
     @model_validator(mode="after")
     def _per_channel(self) -> InputSpec:
+        values = self.channels * self.height * self.width
+        if values > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"input is {self.channels}x{self.height}x{self.width} = {values} values per image, more than "
+                f"{MAX_INPUT_VALUES} (4x1024x1024)"
+            )
         for key in ("mean", "std"):
             values = getattr(self, key)
             if len(values) != self.channels:
