@@ -101,6 +101,9 @@ def collapse_affine(
     param = next(model.parameters())
     device = param.device
     model64 = fold_batchnorm(float64_copy(model), inplace=True)  # folding first makes each pass cheaper
+    # the folded convolutions are new parameters, which require grad: every forward-mode pass below would record
+    # a graph, kept until the columns are joined (228 MiB for 2000 classes of 1x24x24 inputs at width 8)
+    model64.requires_grad_(False)
     zero = torch.zeros(1, *input_shape, dtype=torch.float64, device=device)
     bias = model64(zero)
     if bias.ndim != 2 or bias.shape[0] != 1:
