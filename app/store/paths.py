@@ -8,6 +8,7 @@ between folders) is fine. Messages name files relative to the store, because the
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from app.store.errors import CheckpointError
 
 __all__ = ["ModelStore"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ModelStore:
         real = Path(path).resolve()
         if self.allow_links_out or real.is_relative_to(self.root.resolve()):
             return real
+        logger.warning("%s resolves to %s, outside the model store %s", path, real, self.root.resolve())
         raise CheckpointError(
             self.name(path),
             "a symlink leads outside the model store; refused (set FOLDSERVE_ALLOW_SYMLINKS_OUT_OF_STORE=true "

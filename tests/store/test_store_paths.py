@@ -35,10 +35,16 @@ def _refusal(directory: Path, store: Path) -> str:
     return str(info.value)
 
 
-def test_a_folder_linked_from_outside_is_listed_then_refused(store: Path, outside: Path) -> None:
+def test_a_folder_linked_from_outside_is_listed_then_refused(
+    store: Path, outside: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (store / "linked").symlink_to(outside, target_is_directory=True)
     assert [p.name for p in discover_models(store)] == ["linked", "m"]  # listed, so it shows up as failed
     assert _refusal(store / "linked", store) == f"linked: {REFUSED} to serve files linked from elsewhere)"
+    # the operator's log says where the link leads; the message, which clients see, does not
+    assert caplog.messages == [
+        f"{store / 'linked'} resolves to {outside.resolve()}, outside the model store {store.resolve()}"
+    ]
 
 
 def test_a_weights_file_linked_from_outside_is_refused(store: Path, outside: Path) -> None:
