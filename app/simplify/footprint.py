@@ -11,7 +11,7 @@ simplified module and its float32 verification inputs, and on top of those runs 
 - verification: float64 copies of the original and of the simplified network, one after the other, and
   the inputs in float64 through a forward pass of all of them at once.
 
-Every figure is an upper bound; ``tests/serving/test_budget.py`` compares the whole load with measured peaks.
+Every figure is an upper bound; ``tests/serving/test_model_budget.py`` compares the whole load with measured peaks.
 """
 
 from __future__ import annotations
