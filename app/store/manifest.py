@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -16,10 +17,16 @@ from pydantic import (
 
 from app.nets import ResNetConfig
 
-__all__ = ["FORMAT", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
+__all__ = ["FORMAT", "MAX_INPUT_VALUES", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
 
 FORMAT = "foldserve/1"
 """The only checkpoint format this version reads and writes."""
+
+MAX_INPUT_VALUES = 4 * 1024 * 1024
+"""Values in one input (channels x height x width): RGBA at 1024x1024, 28 times an ImageNet 3x224x224 input.
+
+Each side may reach 4096 (a long strip), but a 3x4096x4096 input is 50 M values, 12 GiB for a float64 batch
+of 32 before the first layer; no ResNet checkpoint is trained on that."""
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -74,13 +81,19 @@ class InputSpec(_Strict):
     channels: int = Field(ge=1, le=4)
     height: int = Field(ge=1, le=4096)
     width: int = Field(ge=1, le=4096)
-    mean: list[float]
-    std: list[float]
+    mean: list[FiniteFloat]
+    std: list[FiniteFloat]
     resize: int | None = Field(default=None, ge=1, le=4096)
     crop: Literal["center"] | None = None
 
     @model_validator(mode="after")
     def _per_channel(self) -> InputSpec:
+        values = self.channels * self.height * self.width
+        if values > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"input is {self.channels}x{self.height}x{self.width} = {values} values per image, more than "
+                f"{MAX_INPUT_VALUES} (4x1024x1024)"
+            )
         for key in ("mean", "std"):
             values = getattr(self, key)
             if len(values) != self.channels:
