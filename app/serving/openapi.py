@@ -91,8 +91,8 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
             ),
             _query(
                 "top_k",
-                {"type": "integer", "minimum": 1, "default": 3},
-                "classes listed per image, at most the model's",
+                {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 3},
+                "classes listed per image; more than the model has lists them all",
             ),
         ],
         "requestBody": {
