@@ -110,7 +110,9 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
                             }
                         },
                         "required": [FILE_FIELD],
-                    }
+                        "additionalProperties": False,
+                    },
+                    "encoding": {FILE_FIELD: {"contentType": "image/*"}},
                 },
                 "image/*": {"schema": binary},
             },

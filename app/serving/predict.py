@@ -61,7 +61,7 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
                 budget=state.body_budget,
                 tally=tally,
             )
-            blobs = await split_images(headers, media_type, body, max_images=settings.max_images_per_request)
+            blobs = split_images(headers, media_type, body, max_images=settings.max_images_per_request)
             del body
             inference = await plane.classify(variant, blobs, deadline)
         await exchange.answer(_encode(inference, labels, top_k, started))
