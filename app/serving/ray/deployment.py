@@ -1,0 +1,133 @@
+"""The Ray Serve deployment: each replica runs the application :func:`app.serving.app.create_app` builds.
+
+Ray's ``@serve.ingress`` hands every HTTP request to the replica as raw ASGI (``scope, receive, send``), and its
+replica wrapper calls the app object itself, so :class:`~app.serving.app.FoldServeAPI`'s ``__call__`` answers
+the inference routes before FastAPI exactly as under uvicorn; every other route, error and limit the app
+enforces is the same code. The app is built late, inside the replica (``__serve_build_asgi_app__``), from the
+``FOLDSERVE_*`` variables of the replica's runtime environment: nothing is pickled but the options below.
+Ray then runs the app's lifespan, which loads, simplifies and verifies the store as a single process does;
+:func:`~app.serving.ray.startup.waiting_lifespan` keeps the replica out of routing until that has finished.
+
+What the proxy in front changes: HTTP/1.1 parsing and its header limits (``FOLDSERVE_MAX_HEADERS``,
+``FOLDSERVE_MAX_HEADER_BYTES``, ``FOLDSERVE_HEADER_TIMEOUT_S``) belong to foldserve's uvicorn protocol, which
+Ray's proxy does not run; the proxy's own parser applies instead. Draining is Ray's: a stopping replica gets no
+new requests and finishes those in flight for up to ``graceful_shutdown_timeout_s`` (the Serve config sets it
+to ``FOLDSERVE_DRAIN_S``'s default, 30 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application, Deployment
+from ray.util import get_node_ip_address
+
+from app.config import Settings, get_settings
+from app.serving.ray.host_metrics import HostMetrics
+from app.serving.ray.startup import waiting_lifespan
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "FoldServeDeployment",
+    "FoldServeReplica",
+    "RayOptions",
+    "build_app",
+    "replica_settings",
+]
+
+DEFAULT_METRICS_PORT = 8002
+"""Where each host's replicas answer Prometheus: beside 8000 (HTTP) and 8001 (gRPC)."""
+
+
+class RayOptions(BaseModel):
+    """What a Serve config's ``args`` may set (the service's own settings come from ``FOLDSERVE_*``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics_port: int = Field(
+        default=DEFAULT_METRICS_PORT,
+        ge=0,
+        le=65535,
+        description="port on every host where its replicas answer Prometheus together; 0: a free port (tests)",
+    )
+    metrics_root: Path = Field(
+        default=Path(tempfile.gettempdir()) / "foldserve-ray-metrics",
+        description="where the replicas of a host keep their multiprocess metric files",
+    )
+
+
+class FoldServeReplica:
+    """One replica: the whole service (every model, both variants) in one Ray actor.
+
+    Args:
+        options: a :class:`RayOptions` or its fields as a dict.
+    """
+
+    def __init__(self, options: RayOptions | dict[str, Any] | None = None) -> None:
+        self.options = RayOptions.model_validate(options or {})
+
+    async def __serve_build_asgi_app__(self) -> Any:
+        """Build the app in the replica, its metrics in the host's shared folder. Called once by Ray."""
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        settings = replica_settings(get_settings(), cpus)
+        _log_through_serve()
+        from app.serving.app import create_app  # torch and the web stack: in the replica, not where it was bound
+
+        host = HostMetrics(self.options.metrics_root, get_node_ip_address(), self.options.metrics_port)
+        with host.joined():  # the first metric files appear under the host's lock
+            app = create_app(settings)
+        app.router.lifespan_context = waiting_lifespan(app.router.lifespan_context, host.serving)
+        return app
+
+
+FoldServeDeployment: Deployment = serve.deployment(
+    name="FoldServe",
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=64,
+    graceful_shutdown_timeout_s=30,
+)(serve.ingress()(FoldServeReplica))
+"""The deployment: :class:`FoldServeReplica` behind Serve's ASGI ingress (the Serve config overrides these options)."""
+
+
+def replica_settings(settings: Settings, cpus: float) -> Settings:
+    """The settings of one replica: one process, its threads sized by the CPUs Ray reserved for it.
+
+    A replica is one process, and the cores it may use are its ``num_cpus``, not the machine's: where
+    ``FOLDSERVE_TORCH_THREADS`` and ``FOLDSERVE_DECODE_THREADS`` are unset, they follow the single process's
+    rules (one fewer than the cores, at least one; half the cores, at least one) with those CPUs as the cores.
+
+    Raises:
+        ValueError: ``FOLDSERVE_WORKERS`` is not 1 (a replica scales with replicas, not forks).
+    """
+    if settings.workers != 1:
+        raise ValueError(f"FOLDSERVE_WORKERS must be 1 in a Ray replica (scale with replicas), got {settings.workers}")
+    cores = max(1, int(cpus))
+    update: dict[str, int] = {}
+    if settings.torch_threads is None:
+        update["torch_threads"] = max(1, cores - 1)
+    if settings.decode_threads is None:
+        update["decode_threads"] = max(1, cores // 2)
+    return settings.model_copy(update=update)
+
+
+def _log_through_serve() -> None:
+    """foldserve's own log lines (model loading, failures) into the replica's log, beside Ray's."""
+    ours, serve_logger = logging.getLogger("app"), logging.getLogger("ray.serve")
+    ours.setLevel(logging.INFO)
+    ours.handlers = list(serve_logger.handlers)
+    ours.propagate = False
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve application, for a Serve config's ``import_path: app.serving.ray:build_app``.
+
+    Args:
+        args: the config's ``args`` (:class:`RayOptions` fields).
+    """
+    return FoldServeDeployment.bind(RayOptions.model_validate(args).model_dump(mode="json"))
