@@ -2,18 +2,22 @@
 #
 #   docker build --network host -t foldserve .                        # python:3.11-slim-bookworm
 #   docker build --network host --build-arg BASE_IMAGE=local/python:3.11-bookworm -t foldserve .
+#   docker build --network host --build-arg EXTRAS=ray -t foldserve:ray .   # for KubeRay (deploy/kubernetes/)
 #
 # The base image only needs python3 (3.11) with the venv module. Torch comes from PyPI as the Linux wheel,
 # which carries its CUDA libraries: the same image runs on CPU, and on an NVIDIA GPU when the container is
 # given one (see docker-compose.gpu.yml). Written for the classic builder as well as BuildKit.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# Stage 1: the runtime dependency list, taken from pyproject.toml. Only its output is copied on, so edits to
-# other parts of pyproject.toml (tool settings, dev extras) leave the large dependency layer below cached.
+# Stage 1: the runtime dependency list, taken from pyproject.toml, with the optional extras named in EXTRAS
+# (comma-separated; "ray": the Ray Serve deployment). Only its output is copied on, so edits to other parts of
+# pyproject.toml (tool settings, dev extras) leave the large dependency layer below cached.
 FROM ${BASE_IMAGE} AS requirements
+ARG EXTRAS=""
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python3 -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; \
-print('\n'.join(deps))" > /tmp/requirements.txt
+RUN python3 -c "import os, tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
+print('\n'.join(p['dependencies'] + [d for e in extras for d in p['optional-dependencies'][e]]))" > /tmp/requirements.txt
 
 FROM ${BASE_IMAGE}
 
