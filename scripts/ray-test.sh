@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Opt-in check of foldserve on a real two-node Ray cluster on this machine (`make ray-test`; not part of CI).
+#
+# scripts/ray_test.py does the work (its docstring lists the phases): a head node on 127.0.0.2 and a worker on
+# 127.0.0.3 (one CPU each; loopback addresses, because Ray rewrites 127.0.0.1 to the machine's outward address),
+# deploy/ray/serve.yaml deployed with `serve run`, answers compared with the single process's, Prometheus with
+# deploy/prometheus/prometheus-ray.yml, Ray's proxy overhead with hey, a replica and then a node killed under
+# load, autoscaling 1 -> 2 -> 1. Every load is bounded in requests and time; the whole run in 25 minutes.
+# `ray stop` runs on every exit (it stops every Ray process of this machine: the run refuses to start while
+# another Ray cluster runs here), as do kills of the processes the run started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PY=$VENV/bin/python
+START=$(date +%s)
+log() { printf '[ray-test.sh %4ds] %s\n' "$(($(date +%s) - START))" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+"$PY" -c "import ray.serve" 2>/dev/null || fail "no ray in $VENV: make ray-test installs the ray extra first"
+for tool in prometheus promtool hey; do command -v "$tool" >/dev/null || fail "$tool not found (apt-get install prometheus hey)"; done
+if ps -eo comm= | grep -qxE 'raylet|gcs_server'; then fail "a Ray cluster already runs on this machine; ray stop would end it too"; fi
+for address in 127.0.0.1:8000 127.0.0.1:18480 127.0.0.1:19090 127.0.0.2:6379 127.0.0.2:8002 127.0.0.3:8002; do
+  if python3 -c "import socket, sys; h, p = sys.argv[1].rsplit(':', 1); socket.create_connection((h, int(p)), 1)" "$address" 2>/dev/null
+  then fail "$address is already in use"; fi
+done
+promtool check config deploy/prometheus/prometheus-ray.yml >/dev/null 2>&1 || fail "promtool check config deploy/prometheus/prometheus-ray.yml"
+
+WORK=$(mktemp -d /tmp/frt-XXXXXX)  # short: Ray's socket paths live under it
+# Token authentication, as a cluster should run, with a token of this run's own: Ray would otherwise generate one
+# into ~/.ray/auth_token, or run without.
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$(python3 -c "import secrets; print(secrets.token_hex(32))")
+export RAY_AUTH_TOKEN
+cleanup() {
+  local rc=$?
+  if [ -f "$WORK/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
+  fi
+  "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true
+  if [ "$rc" -ne 0 ]; then
+    log "last lines of the replicas' logs:"
+    tail -n 5 "$WORK"/ray/session_*/logs/serve/replica_*.log 2>/dev/null | cut -c1-240 || true
+  fi
+  [ -f "$WORK/results.json" ] && cp "$WORK/results.json" "${RESULTS:-/tmp/foldserve-ray-test-results.json}"
+  rm -rf "$WORK"
+  log "$([ "$rc" -eq 0 ] && echo PASSED || echo "FAILED (exit $rc)") in $(($(date +%s) - START)) s"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$PY" scripts/ray_test.py "$WORK"
