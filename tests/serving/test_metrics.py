@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from app.serving.metrics import (
@@ -101,6 +102,18 @@ def test_scrape_config_passes_promtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "127.0.0.1:8000" in (DEPLOY / "prometheus.yml").read_text()
+
+
+@needs_promtool
+def test_ray_scrape_config_passes_promtool() -> None:
+    """The Ray setup's config: both jobs, foldserve relabelled to the hosts' metrics port, the same rules."""
+    config = DEPLOY / "prometheus-ray.yml"
+    result = subprocess.run([str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 10 rules found" in result.stdout
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert set(jobs) == {"ray", "foldserve"}
+    assert {"target_label": "job", "replacement": "foldserve"} in jobs["foldserve"]["relabel_configs"]
 
 
 @needs_promtool

@@ -109,3 +109,16 @@ def test_thread_settings_that_are_set_are_kept() -> None:
 def test_forked_workers_inside_a_replica_are_refused() -> None:
     with pytest.raises(ValueError, match=r"FOLDSERVE_WORKERS must be 1 in a Ray replica .* got 2"):
         replica_settings(Settings(workers=2), 1)
+
+
+def test_prometheus_scrapes_the_port_the_replicas_answer_on() -> None:
+    scrape = yaml.safe_load((CONFIG.parents[1] / "prometheus" / "prometheus-ray.yml").read_text())
+    (foldserve,) = [job for job in scrape["scrape_configs"] if job["job_name"] == "foldserve"]
+    port = config()["applications"][0]["args"]["metrics_port"]
+    assert port == ray_door.DEFAULT_METRICS_PORT
+    assert {
+        "source_labels": ["__address__"],
+        "regex": r"(.+):\d+",
+        "target_label": "__address__",
+        "replacement": f"${{1}}:{port}",
+    } in foldserve["relabel_configs"]
