@@ -498,7 +498,10 @@ async def autoscaling(work: Path) -> list[tuple[float, int, int, float]]:
         f"s after it stopped",
     )
     failed = summarize(seen, t0)
-    aim(failed["failed"] == 0, f"no request failed while scaling: {failed['failed']} of {failed['requests']}")
+    aim(
+        failed["failed"] == 0,
+        f"no request failed while scaling: {failed['failed']} of {failed['requests']} {failed['failures']}",
+    )
     return timeline
 
 
