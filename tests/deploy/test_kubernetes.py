@@ -158,10 +158,8 @@ def test_ports_settings_and_selectors_agree() -> None:
     pod_labels = found["deployment.yaml"]["spec"]["template"]["metadata"]["labels"]
     env = {item["name"]: item["value"] for item in _container()["env"]}
     ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
-    assert ports == {"http": int(env["FOLDSERVE_PORT"]), "grpc": int(env["FOLDSERVE_GRPC_PORT"])} == {
-        "http": 8000,
-        "grpc": 8001,
-    }
+    assert ports == {"http": 8000, "grpc": 8001}
+    assert ports == {"http": int(env["FOLDSERVE_PORT"]), "grpc": int(env["FOLDSERVE_GRPC_PORT"])}
     service = found["service.yaml"]["spec"]
     assert {(p["port"], p["targetPort"]) for p in service["ports"]} == {(8000, "http"), (8001, "grpc")}
     for selector in (
