@@ -38,6 +38,7 @@ cleanup() {
     while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
   fi
   "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true
+  rm -rf /tmp/foldserve-ray-metrics/127.0.0.[23]_8002*  # the replicas' metric files of this run's two hosts
   if [ "$rc" -ne 0 ]; then
     log "last lines of the replicas' logs:"
     tail -n 5 "$WORK"/ray/session_*/logs/serve/replica_*.log 2>/dev/null | cut -c1-240 || true
