@@ -10,7 +10,9 @@ Ray then runs the app's lifespan, which loads, simplifies and verifies the store
 
 What the proxy in front changes: HTTP/1.1 parsing and its header limits (``FOLDSERVE_MAX_HEADERS``,
 ``FOLDSERVE_MAX_HEADER_BYTES``, ``FOLDSERVE_HEADER_TIMEOUT_S``) belong to foldserve's uvicorn protocol, which
-Ray's proxy does not run; the proxy's own parser applies instead. Draining is Ray's: a stopping replica gets no
+Ray's proxy does not run; the proxy's own parser applies instead. A replica fetches each body from the proxy
+by calls to it, so ``FOLDSERVE_MIN_UPLOAD_BYTES_PER_S`` would time Ray rather than the client (deploy/ray/serve.yaml
+turns it off; the request deadline still bounds a body). Draining is Ray's: a stopping replica gets no
 new requests and finishes those in flight for up to ``graceful_shutdown_timeout_s`` (the Serve config sets it
 to ``FOLDSERVE_DRAIN_S``'s default, 30 s).
 """
