@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="one uvicorn log line per request; off by default: the metrics count requests"
     )
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol's gRPC service, on the same host as HTTP; 0: no gRPC",
+    )
+    strict_readiness: bool = Field(
+        default=False,
+        description="keep /readyz and /v2/health/ready unready while any model has failed to load, not only while "
+        "one is loading",
+    )
 
     # Batching
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")
