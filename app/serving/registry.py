@@ -3,7 +3,8 @@
 :meth:`ModelRegistry.discover` lists the store; :meth:`ModelRegistry.load_all` runs the loading pipeline
 (:func:`app.serving.loading.load_model`) for each model in a worker thread, one after the other, then makes
 its two :class:`Variant` s, each with its own :class:`DynamicBatcher`. A model that fails keeps its reason
-and the others are served.
+and the others are served. :meth:`ModelRegistry.readiness` is the service's one readiness rule, behind
+``/readyz``, ``/v2/health/ready`` and gRPC's ``ServerReady``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
 from app.simplify import SimplificationError
 from app.store import CheckpointError, discover_models
 
-__all__ = ["ModelEntry", "ModelRegistry", "Variant"]
+__all__ = ["ModelEntry", "ModelRegistry", "Readiness", "Variant"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,31 @@ class ModelEntry:
     def batchers(self) -> dict[str, DynamicBatcher]:
         """The batcher of each variant."""
         return {name: variant.batcher for name, variant in self.variants.items()}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service is ready, and what keeps it from being so."""
+
+    ready: bool
+    models: list[str]  # the models that serve
+    loading: list[str]  # the models still loading
+    failed: dict[str, str]  # each model that failed to load, and why
+    strict: bool  # FOLDSERVE_STRICT_READINESS: a failed model also keeps the service unready
+
+    @property
+    def reason(self) -> str:
+        """Why the service is not ready (empty when it is)."""
+        if self.ready:
+            return ""
+        failed = "; ".join(f"{name}: {reason}" for name, reason in self.failed.items())
+        if self.loading:
+            return f"still loading: {', '.join(self.loading)}"
+        if not self.models and not self.failed:
+            return "the model store holds no model"
+        if not self.models:
+            return f"no model is ready; failed to load: {failed}"
+        return f"strict readiness and models failed to load: {failed}"
 
 
 class ModelRegistry:
@@ -152,6 +178,16 @@ class ModelRegistry:
     def ready(self) -> list[str]:
         """Names of the models that serve, sorted."""
         return [name for name, entry in self.entries.items() if entry.status == "ready"]
+
+    def readiness(self) -> Readiness:
+        """The readiness rule: every model has finished loading (ready or failed) and at least one is ready; in
+        strict mode (``settings.strict_readiness``) none may have failed either."""
+        loading = [name for name, entry in self.entries.items() if entry.status == "loading"]
+        failed = {name: entry.reason or "" for name, entry in self.entries.items() if entry.status == "failed"}
+        ready = self.ready
+        strict = self.settings.strict_readiness
+        verdict = not loading and bool(ready) and not (strict and failed)
+        return Readiness(verdict, ready, loading, failed, strict)
 
     def get(self, name: str) -> ModelEntry:
         """The model called ``name``, whatever its state.

@@ -110,7 +110,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
-    models: list[str]
+    models: list[str] = Field(description="the models that serve")
+    failed: dict[str, str] = Field(default_factory=dict, description="each model that failed to load, and why")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
