@@ -10,14 +10,13 @@ collapsed network itself. Everything a client may get wrong is still checked, an
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
 from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, error_response
-from app.serving.metrics import RequestSeries, ServingMetrics
+from app.serving.metrics import RequestClock, ServingMetrics
 
 __all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
 
@@ -92,16 +91,14 @@ class Exchange:
 
     def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, error_body: ErrorEncoder | None = None):
         self._send = send
-        self._metrics = metrics
         self._protocol = protocol
         self._error_body = error_body
-        self._series: RequestSeries | None = None
+        self._clock = RequestClock(metrics, protocol)
         self._status = 500
-        self._started = time.perf_counter()
 
     def resolved(self, model: str, variant: str) -> None:
-        """Count this request under ``model``'s ``variant``."""
-        self._series = self._metrics.request(model, variant, self._protocol)
+        """Count this request under ``model``'s ``variant`` (the last call wins)."""
+        self._clock.resolved(model, variant)
 
     async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
         """Send the 200 answer."""
@@ -126,8 +123,7 @@ class Exchange:
                 return True
             return False  # cancellation and the like: let them through
         finally:
-            series = self._series or self._metrics.request("", "", self._protocol)
-            series.done(self._status, time.perf_counter() - self._started)
+            self._clock.done(self._status)
 
     async def _send_error(self, error: ServingError) -> None:
         self._status, headers, body = error_response(error)

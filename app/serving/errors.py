@@ -25,6 +25,10 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
 FastAPI's own validation errors become ``InvalidParameter`` answers and Starlette's HTTP errors (unknown
 path, wrong method) keep their status with this body. Anything else is a bug: it is logged with its
 traceback and the client gets a generic 500 that reveals nothing.
+
+Under ``/v2`` (the Open Inference Protocol) the same errors keep their status but have the protocol's body,
+``{"error": "<message>"}`` (:func:`v2_error_body`); the handlers below choose by the path, so every v2 route,
+and an unknown path or wrong method under ``/v2``, answers in the protocol's shape.
 """
 
 from __future__ import annotations
@@ -61,7 +65,12 @@ __all__ = [
     "error_body",
     "error_response",
     "install_error_handlers",
+    "is_v2_path",
+    "v2_error_body",
 ]
+
+V2_PREFIX = "/v2"
+"""Where the Open Inference Protocol's routes live, whose errors have its own body."""
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +190,16 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def v2_error_body(exc: ServingError) -> bytes:
+    """The Open Inference Protocol's body for ``exc``: ``{"error": "<message>"}``."""
+    return orjson.dumps({"error": exc.message})
+
+
+def is_v2_path(path: str) -> bool:
+    """Whether ``path`` (without the root path) is one of the Open Inference Protocol's."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
 def error_response(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and JSON body of the answer to ``exc``, for front doors that speak raw ASGI."""
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers().items()]
@@ -189,7 +208,7 @@ def error_response(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], b
 
 async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServingError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers())
+    return _answer(request, exc.status_code, exc.code, exc.message, exc.headers())
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -197,23 +216,32 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = "; ".join(
         f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
     )
-    return JSONResponse(error_body(InvalidParameter.code, problems or "invalid request"), status_code=422)
+    return _answer(request, 422, InvalidParameter.code, problems or "invalid request")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = "not_found" if exc.status_code == 404 else "http_error"
-    headers = dict(exc.headers) if exc.headers else None
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+    return _answer(request, exc.status_code, code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error while serving %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body(ServingError.code, "internal server error"), status_code=500)
+    return _answer(request, 500, ServingError.code, "internal server error")
+
+
+def _answer(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    if is_v2_path(path[len(root) :] if root and path.startswith(root) else path):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error answer of ``app`` use the ``{"error": {...}}`` body."""
+    """Make every error answer of ``app`` use the ``{"error": {...}}`` body (under ``/v2``: ``{"error": "..."}``)."""
     app.add_exception_handler(ServingError, _serving_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -17,6 +17,7 @@ values from several workers combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "STATUSES",
     "VARIANTS",
     "BatcherMetrics",
+    "RequestClock",
     "RequestSeries",
     "ServingMetrics",
     "VariantSeries",
@@ -113,6 +115,33 @@ class RequestSeries:
         counter.inc()
         if self.duration is not None:
             self.duration.observe(seconds)
+
+
+class RequestClock:
+    """One inference request's accounting, whatever door it came through: timed from its creation, and counted
+    once, by :meth:`done`, under the model and variant it resolved to (none if it never did).
+
+    Args:
+        metrics: where the request is counted.
+        protocol: one of :data:`PROTOCOLS`.
+    """
+
+    __slots__ = ("_metrics", "_protocol", "_series", "_started")
+
+    def __init__(self, metrics: ServingMetrics, protocol: str) -> None:
+        self._metrics = metrics
+        self._protocol = protocol
+        self._series: RequestSeries | None = None
+        self._started = time.perf_counter()
+
+    def resolved(self, model: str, variant: str) -> None:
+        """Count this request under ``model``'s ``variant`` (the last call wins)."""
+        self._series = self._metrics.request(model, variant, self._protocol)
+
+    def done(self, status: int) -> None:
+        """Count the request as answered with the HTTP ``status`` (gRPC: its service error's status)."""
+        series = self._series or self._metrics.request("", "", self._protocol)
+        series.done(status, time.perf_counter() - self._started)
 
 
 class ServingMetrics:
