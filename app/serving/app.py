@@ -1,13 +1,13 @@
 """The application: :func:`create_app`, the lifespan that loads the models, and the dispatch of the hot routes.
 
 Models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
-when the models are ready, and a model that fails is listed in ``/models`` with its reason. Nothing loads
-at import time.
+when every model has finished loading and one is ready, and a model that fails is listed in ``/models`` with
+its reason. Nothing loads at import time.
 
-The inference routes (``POST /predict``) are plain ASGI callables answered by :class:`FoldServeAPI` before
-FastAPI's middleware and routing; every other route is an ordinary FastAPI route. They are also registered
-as routes, so that they exist for the router (a ``GET /predict`` gets 405) and in the OpenAPI document
-(:mod:`app.serving.openapi`).
+The inference routes (``POST /predict``, ``POST /v2/models/{name}[/versions/{version}]/infer``) are plain ASGI
+callables answered by :class:`FoldServeAPI` before FastAPI's middleware and routing; every other route is an
+ordinary FastAPI route. They are also registered as routes, so that they exist for the router (a ``GET
+/predict`` gets 405) and in the OpenAPI document (:mod:`app.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import torch
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings, get_settings
@@ -34,6 +36,10 @@ from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.routes import router
 from app.serving.state import ServingState
+from app.serving.v2.rest_infer import INFER_PATHS
+from app.serving.v2.rest_infer import infer as v2_infer
+from app.serving.v2.routes import router as v2_router
+from app.serving.v2.service import InferenceService
 
 __all__ = ["FoldServeAPI", "create_app", "torch_threads"]
 
@@ -43,14 +49,34 @@ HotRoute = Callable[[ServingState, Scope, Receive, Send], Awaitable[None]]
 
 
 class FoldServeAPI(FastAPI):
-    """FastAPI, with the inference routes answered before its middleware and routing."""
+    """FastAPI, with the inference routes (``POST`` only) answered before its middleware and routing."""
 
-    hot_routes: dict[str, HotRoute]
+    hot_routes: dict[str, HotRoute]  # path, with {parameters} as Starlette writes them -> handler
     serving: ServingState
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_routes = {}
+        self._hot_patterns: list[tuple[re.Pattern[str], HotRoute]] = []
+
+    def add_hot_route(self, path: str, route: HotRoute) -> None:
+        """Answer ``POST path`` with ``route``; path parameters arrive in ``scope["path_params"]``."""
+        self.hot_routes[path] = route
+        if "{" in path:
+            self._hot_patterns.append((compile_path(path)[0], route))
+        # a partial is no function: Starlette runs it as an ASGI app
+        self.router.routes.append(Route(path, partial(route, self.serving), methods=["POST"], include_in_schema=False))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            route = self.hot_routes.get(_route_path(scope))
+            path = _route_path(scope)
+            route = self.hot_routes.get(path)
+            if route is None:
+                for pattern, candidate in self._hot_patterns:
+                    match = pattern.match(path)
+                    if match is not None:
+                        route, scope["path_params"] = candidate, match.groupdict()
+                        break
             if route is not None:
                 await route(self.serving, scope, receive, send)
                 return
@@ -93,6 +119,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models.discover()
         app.state.models = models
         serving.plane = DataPlane(models, settings)
+        serving.v2 = InferenceService(serving.plane)
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
         loading = loop.create_task(models.load_all(), name="foldserve-load-models")
@@ -113,14 +140,15 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         lifespan=lifespan,
     )
     app.serving = serving
-    app.hot_routes = {"/predict": predict}
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.device = device
     install_error_handlers(app)
     app.include_router(router)
-    for path, route in app.hot_routes.items():  # a partial is no function: Starlette runs it as an ASGI app
-        app.router.routes.append(Route(path, partial(route, serving), methods=["POST"], include_in_schema=False))
+    app.include_router(v2_router)
+    app.add_hot_route("/predict", predict)
+    for path in INFER_PATHS:
+        app.add_hot_route(path, v2_infer)
     install_openapi(app)
     return app
 
