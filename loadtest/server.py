@@ -37,7 +37,8 @@ def resident_memory_bytes(pid: int) -> float | None:
 def wait_until_ready(base_url: str, models: list[str], timeout: float = 300.0) -> None:
     """Wait until ``GET /models/{name}`` says ``ready`` for every model; raise if one failed or time runs out.
 
-    ``/readyz`` turns 200 as soon as one model is ready; the others may still be loading.
+    ``/readyz`` turns 200 once every model has finished loading and one is ready, which a model that failed does
+    not prevent (unless ``FOLDSERVE_STRICT_READINESS``); this waits for the named models to be ready themselves.
     """
     deadline = time.monotonic() + timeout
     waiting = list(models)
@@ -66,7 +67,8 @@ class ServerProcess:
     Args:
         model_store: the ``FOLDSERVE_MODEL_STORE`` the server reads.
         port: port to listen on; None picks a free one.
-        env: extra ``FOLDSERVE_*`` settings.
+        env: extra ``FOLDSERVE_*`` settings. The server serves no gRPC unless they set ``FOLDSERVE_GRPC_PORT``
+            (its default port is fixed, and load tests drive HTTP).
         ready_timeout: seconds to wait for ``/readyz``.
         log_path: where the server's output goes; None: a file next to nothing (discarded at exit).
     """
@@ -93,7 +95,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServerProcess:
-        env = {**os.environ, "FOLDSERVE_MODEL_STORE": str(self.model_store), **self.env}
+        env = {**os.environ, "FOLDSERVE_GRPC_PORT": "0", "FOLDSERVE_MODEL_STORE": str(self.model_store), **self.env}
         command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         log = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         try:

@@ -2,7 +2,8 @@
 
 Models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
 when every model has finished loading and one is ready, and a model that fails is listed in ``/models`` with
-its reason. Nothing loads at import time.
+its reason. Nothing loads at import time. The lifespan also starts and stops the Open Inference Protocol's gRPC
+server (:mod:`app.serving.v2.grpc_server`) in the same event loop, on ``FOLDSERVE_GRPC_PORT``.
 
 The inference routes (``POST /predict``, ``POST /v2/models/{name}[/versions/{version}]/infer``) are plain ASGI
 callables answered by :class:`FoldServeAPI` before FastAPI's middleware and routing; every other route is an
@@ -36,6 +37,7 @@ from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.routes import router
 from app.serving.state import ServingState
+from app.serving.v2.grpc_server import start_grpc_server
 from app.serving.v2.rest_infer import INFER_PATHS
 from app.serving.v2.rest_infer import infer as v2_infer
 from app.serving.v2.routes import router as v2_router
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         app.state.models = models
         serving.plane = DataPlane(models, settings)
         serving.v2 = InferenceService(serving.plane)
+        stop_grpc = await start_grpc_server(serving) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
         loading = loop.create_task(models.load_all(), name="foldserve-load-models")
@@ -127,6 +130,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         try:
             yield
         finally:
+            if stop_grpc is not None:  # after uvicorn drained HTTP; calls in flight end within their deadline
+                await stop_grpc(min(settings.drain_s, settings.request_timeout_s))
             for task in (loading, watching):
                 task.cancel()
             await asyncio.gather(loading, watching, return_exceptions=True)
