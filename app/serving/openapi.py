@@ -15,6 +15,9 @@ from pydantic import BaseModel
 from app.serving.bodies import FILE_FIELD
 from app.serving.predict import MAX_MODEL_NAME
 from app.serving.schemas import ErrorBody, PredictResponse
+from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
+from app.serving.v2.rest_infer import INFER_PATHS
+from app.serving.v2.schemas import InferRequestBody, InferResponseBody, V2ErrorBody
 
 __all__ = ["install_openapi"]
 
@@ -28,6 +31,15 @@ _ERRORS = {
     "503": "the model is loading or failed, its queue is full, or the server is overloaded (Retry-After)",
     "504": "no answer within the request deadline",
 }
+_V2_ERRORS = {
+    "400": "not a valid inference request: JSON, binary header, input name, datatype, shape, data size, a NaN or "
+    "infinite value, an unknown output or parameter, an unreadable image",
+    "404": "no such model, or no such version of it",
+    "408": "the body did not arrive within the deadline or at the least upload rate",
+    "413": "the body, the tensor elements, an image or the images together, or their number, past a limit",
+    "503": "the model is loading or failed, its queue is full, or the server is overloaded (Retry-After)",
+    "504": "no answer within the request deadline",
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -38,6 +50,8 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
+            for path in INFER_PATHS:
+                schema["paths"][path] = {"post": _v2_infer_operation(app, components, path)}
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -91,6 +105,43 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
                 },
                 "image/*": {"schema": binary},
             },
+        },
+        "responses": responses,
+    }
+
+
+def _v2_infer_operation(app: FastAPI, components: dict[str, Any], path: str) -> dict[str, Any]:
+    settings = app.state.settings
+    error = {"application/json": {"schema": _ref(V2ErrorBody, components)}}
+    length = {"schema": {"type": "integer", "minimum": 1}, "description": "bytes of the JSON header"}
+    binary = {"schema": {"type": "string", "format": "binary", "maxLength": settings.max_body_bytes}}
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "the outputs asked for; as binary data after the JSON header when the request asked so",
+            "content": {**_json(InferResponseBody, components), "application/octet-stream": binary},
+            "headers": {INFERENCE_HEADER_CONTENT_LENGTH: length},
+        }
+    }
+    responses.update({status: {"description": text, "content": error} for status, text in _V2_ERRORS.items()})
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    parameters = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if "{version}" in path:
+        parameters.append({"name": "version", "in": "path", "required": True, "schema": {"type": "string"}})
+    parameters.append({"name": INFERENCE_HEADER_CONTENT_LENGTH, "in": "header", "required": False, **length})
+    return {
+        "tags": ["v2"],
+        "summary": "Infer (Open Inference Protocol)",
+        "description": "One input: `input`, FP32 [N, C, H, W] normalised as the model metadata says, or `image`, "
+        f"BYTES [N] of encoded images; N from 1 to {settings.max_images_per_request}. Outputs `logits` and "
+        "`probabilities` (FP32 [N, K]), or their top k with the `classification` parameter. The request parameter "
+        "`collapsed` (default true) picks the simplified network, false the original; the response parameter "
+        "`variant` says which answered. With Triton's binary tensor data extension the body is a JSON header of "
+        f"`{INFERENCE_HEADER_CONTENT_LENGTH}` bytes followed by the inputs' bytes.",
+        "operationId": "v2_infer_version" if "{version}" in path else "v2_infer",
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "content": {**_json(InferRequestBody, components), "application/octet-stream": binary},
         },
         "responses": responses,
     }
