@@ -197,6 +197,15 @@ async def test_grpc_deadline_is_the_earlier_of_the_clients_and_the_services() ->
         assert _deadline(service, context) - loop.time() == pytest.approx(expected, abs=0.05)
 
 
+def test_config_shows_dynamic_batching_for_a_batched_variant(
+    gated_forward: tuple[TestClient, int, threading.Event, threading.Event],
+) -> None:
+    client = gated_forward[0]
+    config = client.get("/v2/models/linear/config").json()
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 0}
+    assert config["max_batch_size"] == 4
+
+
 def test_grpc_full_queue_is_unavailable_with_retry_after(
     gated_forward: tuple[TestClient, int, threading.Event, threading.Event],
 ) -> None:
