@@ -92,19 +92,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         clock = RequestClock(self.state.metrics, PROTOCOL)
         status = 500
         try:
-            service = self._service()
-            deadline = _deadline(service, context)
-            name, version = request.model_name, request.model_version
-            variant = service.variant(name, version)
-            clock.resolved(variant.model, variant.name)
-            budget = self.state.body_budget
-            with budget.hold() as tally:
-                budget.take(tally, request.ByteSize())
-                parsed = infer_request_from_grpc(request, max_elements=service.max_elements(variant))
-                variant = service.variant(name, version, requested_collapsed(parsed))
-                clock.resolved(variant.model, variant.name)
-                response = await service.infer(variant, parsed, deadline)
-            answer = infer_response_to_grpc(response)
+            answer = await self._infer(request, context, clock)
             status = 200
             return answer
         except ServingError as error:
@@ -121,6 +109,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             clock.done(status)
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, clock: RequestClock
+    ) -> pb.ModelInferResponse:
+        service = self._service()
+        deadline = _deadline(service, context)
+        name, version = request.model_name, request.model_version
+        variant = service.variant(name, version)
+        clock.resolved(variant.model, variant.name)
+        budget = self.state.body_budget
+        with budget.hold() as tally:
+            budget.take(tally, request.ByteSize())  # gRPC holds the message already: count it while it is served
+            parsed = infer_request_from_grpc(request, max_elements=service.max_elements(variant))
+            variant = service.variant(name, version, requested_collapsed(parsed))
+            clock.resolved(variant.model, variant.name)
+            response = await service.infer(variant, parsed, deadline)
+        return infer_response_to_grpc(response)
 
     def _service(self) -> InferenceService:
         service = self.state.v2
