@@ -34,6 +34,15 @@ class Settings(BaseSettings):
         description="torch intra-op threads; None: on the CPU one fewer than the usable cores, at least 1, so "
         "that the event loop and image decoding keep a core",
     )
+    # 4 GiB: the shipped models are estimated at 320 MiB (256 of it the runtime's first-load allowance), an
+    # ImageNet ResNet-152 (1000 classes, 3x224x224) at 2.9 GiB with the default batch and samples (app/budget.py);
+    # the 9 G-parameter manifest of issue 10 at 609 GiB. Far enough under a typical host to leave room for others.
+    max_model_bytes: int = Field(
+        default=4 * 2**30, ge=1, description="estimated memory one model may take to load; beyond: refused unbuilt"
+    )
+    allow_symlinks_out_of_store: bool = Field(
+        default=False, description="serve model folders and files that are symlinks to outside the model store"
+    )
     max_affine_bytes: int = Field(
         default=256 * 2**20, ge=1, description="largest dense affine map a collapse may build"
     )
@@ -64,6 +73,16 @@ class Settings(BaseSettings):
         default=False,
         description="keep /readyz and /v2/health/ready unready while any model has failed to load, not only while "
         "one is loading",
+    )
+
+    max_headers: int = Field(default=100, ge=1, description="header fields of one request; beyond: 431")
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="bytes of the request line and headers together; beyond: 431"
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a request's headers may take to arrive; beyond: 408 and the connection closes",
     )
 
     # Batching

@@ -34,6 +34,8 @@ def test_defaults() -> None:
     assert settings.max_images_per_request == 16
     assert settings.max_image_pixels == 4096 * 4096
     assert settings.verification_tolerance == 1e-4
+    assert settings.max_model_bytes == 4 * 2**30
+    assert settings.allow_symlinks_out_of_store is False
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -41,11 +43,14 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("FOLDSERVE_MAX_BATCH_SIZE", "7")
     monkeypatch.setenv("FOLDSERVE_DEVICE", "cpu")
     monkeypatch.setenv("FOLDSERVE_DEFAULT_MODEL", "linear")
+    monkeypatch.setenv("FOLDSERVE_MAX_MODEL_BYTES", "1048576")
+    monkeypatch.setenv("FOLDSERVE_ALLOW_SYMLINKS_OUT_OF_STORE", "true")
     settings = Settings()
     assert settings.model_store == tmp_path
     assert settings.max_batch_size == 7
     assert settings.device == "cpu"
     assert settings.default_model == "linear"
+    assert (settings.max_model_bytes, settings.allow_symlinks_out_of_store) == (2**20, True)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +61,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ("FOLDSERVE_DEVICE", "tpu"),
         ("FOLDSERVE_PORT", "70000"),
         ("FOLDSERVE_REQUEST_TIMEOUT_S", "0"),
+        ("FOLDSERVE_MAX_MODEL_BYTES", "0"),
     ],
 )
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:

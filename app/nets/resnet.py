@@ -34,6 +34,8 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
 }
 
 
@@ -41,7 +43,7 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 class ResNetConfig:
     """Architecture of a ResNet, as stored in a checkpoint's manifest."""
 
-    depth: int = 18  # 18 and 34 use basic blocks, 50 uses bottlenecks
+    depth: int = 18  # 18 and 34 use basic blocks, 50, 101 and 152 use bottlenecks
     block: Literal["basic", "bottleneck"] | None = None  # None: the depth's own block kind
     width: int = 64  # channels of the first stage; stages use width, 2w, 4w, 8w (x4 in bottlenecks)
     in_channels: int = 1  # 1 for grayscale digits, 3 for RGB
@@ -144,7 +146,7 @@ class BasicBlock(_Block):
 
 
 class Bottleneck(_Block):
-    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, as in ResNet-50."""
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, as in ResNet-50, -101 and -152."""
 
     expansion = 4
 

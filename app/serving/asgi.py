@@ -94,6 +94,7 @@ class Exchange:
         self._protocol = protocol
         self._error_body = error_body
         self._clock = RequestClock(metrics, protocol)
+        self._error: ServingError | None = None
         self._status = 500
 
     def resolved(self, model: str, variant: str) -> None:
@@ -115,6 +116,7 @@ class Exchange:
                     self._status = error.status_code
                 return error is not None
             if isinstance(error, ServingError):
+                self._error = error
                 await self._send_error(error)
                 return True
             if isinstance(error, Exception):
@@ -123,7 +125,7 @@ class Exchange:
                 return True
             return False  # cancellation and the like: let them through
         finally:
-            self._clock.done(self._status)
+            self._clock.done(self._status, self._error)
 
     async def _send_error(self, error: ServingError) -> None:
         self._status, headers, body = error_response(error)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from app.serving.errors import (
@@ -42,8 +43,6 @@ FILE_FIELD = "file"
 
 GRACE_S = 1.0
 """Seconds a body may take before the least upload rate applies (connection set-up, a slow first packet)."""
-
-_MAX_OTHER_FIELDS = 16
 
 
 class ByteBudget:
@@ -169,7 +168,7 @@ def image_media_type(headers: Headers) -> str:
     return media_type
 
 
-async def split_images(headers: Headers, media_type: str, body: bytes, *, max_images: int) -> list[bytes]:
+def split_images(headers: Headers, media_type: str, body: bytes, *, max_images: int) -> list[bytes]:
     """The images of a body of ``media_type`` (from :func:`image_media_type`): itself, or its ``file`` parts.
 
     Raises:
@@ -178,26 +177,57 @@ async def split_images(headers: Headers, media_type: str, body: bytes, *, max_im
     """
     if media_type.startswith("image/"):
         return [body]
-    return await _parse_multipart(headers, body, max_images)
+    return _parse_multipart(headers, body, max_images)
 
 
-async def _parse_multipart(headers: Headers, body: bytes, max_images: int) -> list[bytes]:
-    async def replay() -> AsyncGenerator[bytes, None]:
-        yield body
+def _parse_multipart(headers: Headers, body: bytes, max_images: int) -> list[bytes]:
+    """The ``file`` parts of a multipart body, as bytes, in order; any other part is refused.
 
-    parser = MultiPartParser(headers, replay(), max_files=max_images, max_fields=_MAX_OTHER_FIELDS)
+    A ``file`` part is an image whether or not its disposition names a file: clients differ on that.
+    """
+    _, options = parse_options_header(headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("malformed multipart body: the content type has no boundary")
+    parts: list[tuple[bytes, bytearray]] = []
+    header: dict[str, bytes] = {"field": b"", "value": b""}
+
+    def on_part_begin() -> None:
+        if len(parts) >= max_images:
+            raise TooManyImages(f"more than {max_images} images in one request")
+        parts.append((b"", bytearray()))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        if header["field"].lower() == b"content-disposition":
+            _, disposition = parse_options_header(header["value"])
+            parts[-1] = (disposition.get(b"name", b""), parts[-1][1])
+        header["field"] = header["value"] = b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1].extend(data[start:end])
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+    }
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):
-            raise TooManyImages(f"more than {max_images} images in one request") from None
-        raise BadRequest(f"malformed multipart body: {exc.message}") from None
-    try:
-        parts = form.getlist(FILE_FIELD)
-        if not parts:
-            raise BadRequest(f"multipart body has no part named {FILE_FIELD!r}")
-        if not all(isinstance(part, UploadFile) for part in parts):
-            raise BadRequest(f"every {FILE_FIELD!r} part must be a file (with a filename)")
-        return [await part.read() for part in parts if isinstance(part, UploadFile)]
-    finally:
-        await form.close()
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    names = sorted({name.decode("latin-1") for name, _ in parts if name != FILE_FIELD.encode()})
+    if names:
+        raise BadRequest(f"unexpected multipart parts {names[:4]}: send images as parts named {FILE_FIELD!r}")
+    if not parts:
+        raise BadRequest(f"multipart body has no part named {FILE_FIELD!r}")
+    return [bytes(data) for _, data in parts]

@@ -20,6 +20,7 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
     │   ├── QueueFull (503 queue_full)
     │   ├── Overloaded (503 overloaded)
     │   └── ModelNotReady (503 model_not_ready)
+    ├── ModelFailed (503 model_failed, no Retry-After: it will not load by itself)
     └── DeadlineExceeded (504 deadline_exceeded)
 
 FastAPI's own validation errors become ``InvalidParameter`` answers and Starlette's HTTP errors (unknown
@@ -52,6 +53,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidImage",
     "InvalidParameter",
+    "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
     "Overloaded",
@@ -178,6 +180,13 @@ class Overloaded(Unavailable):
 
 class ModelNotReady(Unavailable):
     code = "model_not_ready"
+
+
+class ModelFailed(ServingError):
+    """The model failed to load (the message says why); retrying will not help until an operator acts."""
+
+    status_code = 503
+    code = "model_failed"
 
 
 class DeadlineExceeded(ServingError):

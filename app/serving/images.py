@@ -8,9 +8,10 @@ Two steps, so that nothing is decoded before everything is checked:
    which the caller holds against a per-request budget and uses to decide where decoding runs.
 2. :func:`decode_checked` decodes them: PNG and JPEG with torchvision's libpng/libjpeg decoders straight into
    uint8 (or uint16) tensors of the model's channels, everything else through Pillow. EXIF orientation is
-   applied, the image is resized to the model's input size (bilinear, antialiased, still 8-bit) and
-   normalised with the manifest's mean and std. Grayscale, RGB, RGBA, palette and 16-bit inputs all work;
-   alpha is dropped unless the model takes it.
+   applied, the image is brought to the model's input size as its manifest says (the whole image resized,
+   or the shorter side resized then a centre crop; bilinear, antialiased, still 8-bit) and normalised with
+   the manifest's mean and std. Grayscale, RGB, RGBA, palette and 16-bit inputs all work; alpha is dropped
+   unless the model takes it.
 
 torchvision 0.29 deprecates the Python wrappers of its decoders (a warning on every call) in favour of
 TorchCodec, so the registered ``torch.ops.image`` operators are called directly; where they are missing,
@@ -208,12 +209,30 @@ def _decode_unit(data: bytes, spec: InputSpec) -> torch.Tensor:
         pixels = _decode_torchvision(data, spec.channels)
     else:
         pixels = _decode_pillow(data, spec.channels)
-    # resized while still 8-bit: a quarter of the memory of float pixels, for images far larger than the input
-    if tuple(pixels.shape[1:]) != (spec.height, spec.width):
-        pixels = F.interpolate(pixels[None], (spec.height, spec.width), mode="bilinear", antialias=True)[0]
+    pixels = _to_input_size(pixels, spec)
     if pixels.dtype == torch.uint8:
         return pixels.to(torch.float32).div_(255.0)
     return pixels.clamp_(0.0, 1.0)
+
+
+def _to_input_size(pixels: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Resize (bilinear, antialiased) to the model's input, as the manifest says: the whole image to
+    ``height x width``, or the shorter side to ``resize`` then a centre crop (torchvision's ``Resize`` and
+    ``CenterCrop``). Still 8-bit where the image is: a quarter of the memory of float pixels."""
+    height, width = pixels.shape[1:]
+    if spec.resize is None:
+        size = (spec.height, spec.width)
+    elif height <= width:
+        size = (spec.resize, int(spec.resize * width / height))
+    else:
+        size = (int(spec.resize * height / width), spec.resize)
+    if (height, width) != size:
+        pixels = F.interpolate(pixels[None], size, mode="bilinear", antialias=True)[0]
+    if spec.crop is None:
+        return pixels
+    top = round((size[0] - spec.height) / 2.0)
+    left = round((size[1] - spec.width) / 2.0)
+    return pixels[:, top : top + spec.height, left : left + spec.width]
 
 
 def _decode_torchvision(data: bytes, channels: int) -> torch.Tensor:

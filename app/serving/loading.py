@@ -1,6 +1,7 @@
 """Loading one checkpoint into the two networks the service runs, one fixed pipeline.
 
-read → build (strict load) → simplify → verify (float64, random inputs and sample images) → to the
+read (manifest, then the memory budget: a model over ``max_model_bytes`` is refused before anything is
+allocated) → build (strict load) → simplify → verify (float64, random inputs and sample images) → to the
 device → warm up both variants → measure the speedup (median batch-1 latency, original over simplified).
 Each stage is timed. Everything here blocks: the registry runs it in a worker thread.
 """
@@ -18,15 +19,15 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from app.benchmark import compare_forward
+from app.budget import check_budget
 from app.config import Settings
 from app.serving.images import decode_image
 from app.simplify import simplify
-from app.store import InputSpec, Manifest, load_checkpoint, read_manifest
+from app.store import MANIFEST_FILE, InputSpec, Manifest, ModelStore, load_checkpoint, read_manifest
 
 __all__ = ["SAMPLES_FILE", "LoadedModel", "batch_sizes_to_warm", "load_model", "resolve_device"]
 
@@ -86,15 +87,20 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
     """Run the whole pipeline for the checkpoint in ``directory``.
 
     Raises:
-        CheckpointError: the checkpoint cannot be read or built.
+        CheckpointError: the checkpoint cannot be read or built, lies outside the model store, or would need
+            more memory than ``settings.max_model_bytes``.
         SimplificationError: the network cannot be simplified or misses the verification tolerance.
     """
     stages = _Stages()
+    store = ModelStore(settings.model_store, allow_links_out=settings.allow_symlinks_out_of_store)
     with stages("read"):
-        manifest = read_manifest(directory)
-        samples, origin = _verification_samples(directory, manifest.input, settings.verification_samples)
+        manifest = read_manifest(directory, store=store)
+        shipped = _shipped_samples(directory, manifest.input, store)
+        num_samples = shipped[1] if shipped else settings.verification_samples
+        check_budget(manifest, settings, num_samples=num_samples, name=store.name(directory / MANIFEST_FILE))
+        samples, origin = _verification_samples(shipped, manifest.input, settings.verification_samples)
     with stages("build"):
-        manifest, model = load_checkpoint(directory)
+        manifest, model = load_checkpoint(directory, store=store)
     with stages("simplify"):
         simplified = simplify(
             model,
@@ -126,18 +132,41 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
     return LoadedModel(manifest, networks["collapsed"], networks["original"], report, origin, latency, stages.seconds)
 
 
-def _verification_samples(directory: Path, spec: InputSpec, count: int) -> tuple[torch.Tensor | None, str]:
-    """Real images shipped beside the checkpoint if any, else random images in the pixel range."""
+def _shipped_samples(directory: Path, spec: InputSpec, store: ModelStore) -> tuple[Path, int] | None:
+    """The real path of the samples shipped beside the checkpoint and how many images it holds, from its header
+    alone; None when there is none, or none that fits ``spec`` (a warning says why).
+
+    Raises:
+        CheckpointError: when the samples file is a link to outside the model store.
+    """
     path = directory / SAMPLES_FILE
-    if path.is_file():
+    real = store.resolve(path)
+    if not real.is_file():
+        return None
+    try:
+        with safe_open(str(real), framework="pt") as f:
+            shape = tuple(f.get_slice("images").get_shape())
+    except (SafetensorError, OSError) as exc:
+        logger.warning("%s: ignoring unreadable samples (%s)", path, exc)
+        return None
+    if len(shape) != 4 or shape[1:] != spec.shape or not shape[0]:
+        logger.warning("%s: ignoring samples of shape %s, expected [N, %s]", path, shape, spec.shape)
+        return None
+    return real, shape[0]
+
+
+def _verification_samples(
+    shipped: tuple[Path, int] | None, spec: InputSpec, count: int
+) -> tuple[torch.Tensor | None, str]:
+    """Real images shipped beside the checkpoint if any, else random images in the pixel range."""
+    if shipped is not None:
         try:
-            images = load_file(str(path))["images"].float()
-        except (SafetensorError, OSError, KeyError) as exc:
-            logger.warning("%s: ignoring unreadable samples (%s)", path, exc)
+            with safe_open(str(shipped[0]), framework="pt") as f:
+                images = f.get_tensor("images").float()
+        except (SafetensorError, OSError) as exc:
+            logger.warning("%s: ignoring unreadable samples (%s)", shipped[0], exc)
         else:
-            if images.ndim == 4 and tuple(images.shape[1:]) == spec.shape and len(images):
-                return images, f"{len(images)} images shipped in {SAMPLES_FILE}"
-            logger.warning("%s: ignoring samples of shape %s, expected [N, %s]", path, tuple(images.shape), spec.shape)
+            return images, f"{len(images)} images shipped in {SAMPLES_FILE}"
     if count == 0:
         return None, "random inputs only"
     # Uniform pixels in [0, 1] pushed through the manifest's normalisation: the range real images occupy.

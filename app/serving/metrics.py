@@ -24,6 +24,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.serving.errors import Overloaded
+
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "FORWARD_PATHS",
@@ -126,20 +128,28 @@ class RequestClock:
         protocol: one of :data:`PROTOCOLS`.
     """
 
-    __slots__ = ("_metrics", "_protocol", "_series", "_started")
+    __slots__ = ("_metrics", "_protocol", "_series", "_started", "_variant")
 
     def __init__(self, metrics: ServingMetrics, protocol: str) -> None:
         self._metrics = metrics
         self._protocol = protocol
         self._series: RequestSeries | None = None
+        self._variant: VariantSeries | None = None
         self._started = time.perf_counter()
 
     def resolved(self, model: str, variant: str) -> None:
         """Count this request under ``model``'s ``variant`` (the last call wins)."""
         self._series = self._metrics.request(model, variant, self._protocol)
+        self._variant = self._metrics.variant(model, variant)
 
-    def done(self, status: int) -> None:
-        """Count the request as answered with the HTTP ``status`` (gRPC: its service error's status)."""
+    def done(self, status: int, error: BaseException | None = None) -> None:
+        """Count the request as answered with the HTTP ``status`` (gRPC: its service error's status).
+
+        An :class:`~app.serving.errors.Overloaded` refusal also counts as a rejection ``overloaded`` of the
+        variant: the byte budget and the decode pool, which raise it, do not count their own.
+        """
+        if isinstance(error, Overloaded) and self._variant is not None:
+            self._variant.rejections("overloaded").inc()
         series = self._series or self._metrics.request("", "", self._protocol)
         series.done(status, time.perf_counter() - self._started)
 

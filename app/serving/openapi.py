@@ -13,7 +13,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.serving.bodies import FILE_FIELD
-from app.serving.predict import MAX_MODEL_NAME
+from app.serving.errors import is_v2_path
+from app.serving.predict import MAX_MODEL_NAME, MAX_TOP_K
 from app.serving.schemas import ErrorBody, PredictResponse
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
 from app.serving.v2.rest_infer import INFER_PATHS
@@ -37,7 +38,7 @@ _V2_ERRORS = {
     "404": "no such model, or no such version of it",
     "408": "the body did not arrive within the deadline or at the least upload rate",
     "413": "the body, the tensor elements, an image or the images together, or their number, past a limit",
-    "503": "the model is loading or failed, its queue is full, or the server is overloaded (Retry-After)",
+    "503": "the model is loading, its queue is full, or the server is overloaded (Retry-After); or it failed to load",
     "504": "no answer within the request deadline",
 }
 
@@ -52,10 +53,36 @@ def install_openapi(app: FastAPI) -> None:
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
             for path in INFER_PATHS:
                 schema["paths"][path] = {"post": _v2_infer_operation(app, components, path)}
+            _document_errors(schema, components)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ROUTE_ERRORS = {
+    ("/models/{name}", "get"): {"404": "no such model"},
+    ("/readyz", "get"): {"503": "not ready (Retry-After)"},
+}
+"""Errors the FastAPI routes answer besides their 200, documented with the service's error body."""
+
+
+def _document_errors(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    """Give every FastAPI operation the service's real error body: FastAPI documents its own
+    ``{"detail": ...}`` for 422, which the service never sends (its handlers answer ``{"error": ...}``, under
+    ``/v2`` the protocol's ``{"error": "..."}``)."""
+    service_error = {"application/json": {"schema": _ref(ErrorBody, components)}}
+    v2_error = {"application/json": {"schema": _ref(V2ErrorBody, components)}}
+    for path, operations in schema["paths"].items():
+        error = v2_error if is_v2_path(path) else service_error
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "an invalid parameter", "content": error}
+            for status, text in _ROUTE_ERRORS.get((path, method), {}).items():
+                responses[status] = {"description": text, "content": error}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
 
 
 def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +109,8 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
             ),
             _query(
                 "top_k",
-                {"type": "integer", "minimum": 1, "default": 3},
-                "classes listed per image, at most the model's",
+                {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 3},
+                "classes listed per image; more than the model has lists them all",
             ),
         ],
         "requestBody": {
@@ -101,7 +128,9 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
                             }
                         },
                         "required": [FILE_FIELD],
-                    }
+                        "additionalProperties": False,
+                    },
+                    "encoding": {FILE_FIELD: {"contentType": "image/*"}},
                 },
                 "image/*": {"schema": binary},
             },

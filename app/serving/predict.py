@@ -22,10 +22,13 @@ from app.serving.dataplane import Inference
 from app.serving.errors import InvalidParameter, Unavailable
 from app.serving.state import ServingState
 
-__all__ = ["MAX_MODEL_NAME", "PROTOCOL", "predict", "rank"]
+__all__ = ["MAX_MODEL_NAME", "MAX_TOP_K", "PROTOCOL", "predict", "rank"]
 
 PROTOCOL = "predict"
 MAX_MODEL_NAME = 64
+MAX_TOP_K = 100_000
+"""The most classes a manifest may have: a larger ``top_k`` is an invalid parameter, a smaller one is clipped
+to the model's classes."""
 
 
 async def predict(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,14 +39,15 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
         if plane is None:
             raise Unavailable("the service is starting", retry_after_s=state.settings.retry_after_s)
         params = query_params(scope)
-        model = params.get("model") or None
-        if model is not None and len(model) > MAX_MODEL_NAME:
-            raise InvalidParameter(f"query.model: at most {MAX_MODEL_NAME} characters, got {len(model)}")
+        model = params.get("model")
+        if model is not None and not 1 <= len(model) <= MAX_MODEL_NAME:
+            raise InvalidParameter(f"query.model: 1 to {MAX_MODEL_NAME} characters, got {len(model)}")
         collapsed = parse_bool(params, "collapsed", True)
         variant = plane.variant(model, collapsed)
         exchange.resolved(variant.model, variant.name)
         labels = variant.loaded.manifest.labels
-        top_k = parse_int(params, "top_k", 3, low=1, high=len(labels))
+        # more than the model's classes lists them all, as Triton's classification extension does
+        top_k = min(parse_int(params, "top_k", 3, low=1, high=MAX_TOP_K), len(labels))
         headers = Headers(scope=scope)
         media_type = image_media_type(headers)
         deadline = plane.deadline()
@@ -57,7 +61,7 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
                 budget=state.body_budget,
                 tally=tally,
             )
-            blobs = await split_images(headers, media_type, body, max_images=settings.max_images_per_request)
+            blobs = split_images(headers, media_type, body, max_images=settings.max_images_per_request)
             del body
             inference = await plane.classify(variant, blobs, deadline)
         await exchange.answer(_encode(inference, labels, top_k, started))

@@ -20,7 +20,7 @@ from torch import nn
 
 from app.config import Settings
 from app.serving.batching import DynamicBatcher
-from app.serving.errors import ModelNotFound, ModelNotReady, Unavailable
+from app.serving.errors import ModelFailed, ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
 from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
 from app.simplify import SimplificationError
@@ -206,7 +206,8 @@ class ModelRegistry:
 
         Raises:
             ModelNotFound: no such model.
-            ModelNotReady: it is still loading (retry later) or it failed (the reason is in the message).
+            ModelNotReady: it is still loading (retry later).
+            ModelFailed: it failed to load (the reason is in the message).
         """
         entry = self.get(name or self._default_name())
         found = entry.variants.get(variant)
@@ -214,9 +215,7 @@ class ModelRegistry:
             return found
         if entry.status == "loading":
             raise ModelNotReady(f"model {entry.name!r} is still loading", retry_after_s=self.settings.retry_after_s)
-        raise ModelNotReady(
-            f"model {entry.name!r} failed to load: {entry.reason}", retry_after_s=self.settings.retry_after_s
-        )
+        raise ModelFailed(f"model {entry.name!r} failed to load: {entry.reason}")
 
     def _default_name(self) -> str:
         if self.settings.default_model:

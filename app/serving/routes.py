@@ -49,7 +49,12 @@ async def get_model(request: Request, name: str) -> ModelInfo:
     return model_info(_models(request).get(name))
 
 
-@router.get("/metrics", tags=["metrics"])
+@router.get(
+    "/metrics",
+    tags=["metrics"],
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -39,6 +39,7 @@ from typing import Any
 import uvicorn
 
 from app.config import Settings
+from app.serving.http import protocol_class
 
 __all__ = ["Supervisor", "run_server", "uvicorn_options"]
 
@@ -58,6 +59,7 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "log_config": _log_config(),
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": settings.drain_s,
+        "http": protocol_class(settings),
     }
 
 

@@ -20,8 +20,9 @@ from app.simplify.affine import DEFAULT_MAX_AFFINE_BYTES, AffineModel, affine_by
 from app.simplify.batchnorm import fold_batchnorm, fold_conv_bn
 from app.simplify.cost import count_cost, count_parameters
 from app.simplify.errors import AffineMapTooLarge, SimplificationError
+from app.simplify.footprint import simplified_bytes, simplify_bytes
 from app.simplify.skips import kept_skips, strip_zero_skips
-from app.simplify.verify import AffinityError, check_affine, compare
+from app.simplify.verify import NUM_RANDOM_INPUTS, AffinityError, check_affine, compare
 
 __all__ = [
     "DEFAULT_MAX_AFFINE_BYTES",
@@ -40,7 +41,9 @@ __all__ = [
     "fold_batchnorm",
     "fold_conv_bn",
     "kept_skips",
+    "simplified_bytes",
     "simplify",
+    "simplify_bytes",
     "strip_zero_skips",
 ]
 
@@ -89,7 +92,7 @@ def simplify(
     samples: torch.Tensor | None = None,
     max_affine_bytes: int = DEFAULT_MAX_AFFINE_BYTES,
     tolerance: float = DEFAULT_TOLERANCE,
-    num_random: int = 16,
+    num_random: int = NUM_RANDOM_INPUTS,
     seed: int = 0,
 ) -> Simplified:
     """Simplify ``model`` exactly and verify the result against it in float64.

@@ -14,7 +14,21 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AffinityError", "check_affine", "compare", "float64_copy", "no_tf32"]
+__all__ = [
+    "AFFINITY_TRIALS",
+    "NUM_RANDOM_INPUTS",
+    "AffinityError",
+    "check_affine",
+    "compare",
+    "float64_copy",
+    "no_tf32",
+]
+
+AFFINITY_TRIALS = 4
+"""Random ``(x, y, a, b)`` draws of :func:`check_affine`, evaluated as one batch of ``3 * trials + 1`` inputs."""
+
+NUM_RANDOM_INPUTS = 16
+"""Random inputs every simplification is verified on, besides the real samples it is given."""
 
 
 class AffinityError(ValueError):
@@ -44,7 +58,7 @@ def check_affine(
     f: Callable[[torch.Tensor], torch.Tensor],
     input_shape: tuple[int, ...],
     *,
-    trials: int = 4,
+    trials: int = AFFINITY_TRIALS,
     tolerance: float = 1e-9,
     device: torch.device | str = "cpu",
     seed: int = 0,

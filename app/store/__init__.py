@@ -1,4 +1,5 @@
-"""Checkpoints: ``manifest.json`` (a pydantic schema) plus ``weights.safetensors``, sha256 checked."""
+"""Checkpoints: ``manifest.json`` (a pydantic schema) plus ``weights.safetensors``, sha256 checked, read only from
+inside their model store."""
 
 from app.store.checkpoint import (
     MANIFEST_FILE,
@@ -9,6 +10,7 @@ from app.store.checkpoint import (
     save_checkpoint,
 )
 from app.store.manifest import FORMAT, Architecture, InputSpec, Manifest, TrainingInfo, WeightsSpec
+from app.store.paths import ModelStore
 from app.store.registry import discover_models
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "InputSpec",
     "Manifest",
+    "ModelStore",
     "TrainingInfo",
     "WeightsSpec",
     "discover_models",

@@ -3,7 +3,11 @@
 Loading never executes code from a checkpoint. Weights are read with safetensors; a ``.pt`` state dict is
 accepted only through ``torch.load(weights_only=True)``, whose restricted unpickler refuses every global
 that is not a tensor type, and the result must be a flat mapping of names to tensors. Every failure is a
-:class:`CheckpointError` that names the path and what is wrong.
+:class:`CheckpointError` that names the file, relative to the model store, and what is wrong.
+
+Given the :class:`ModelStore` a folder belongs to, every file is read from its real path, which must lie in
+the store (see :mod:`app.store.paths`). The weights file is sized against the architecture before it is
+hashed or read, so a manifest cannot make the loader read an arbitrarily large file into memory.
 """
 
 from __future__ import annotations
@@ -20,22 +24,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from app.nets import ResNet, build_resnet
+from app.nets.footprint import state_bytes
+from app.store.errors import CheckpointError
 from app.store.manifest import FORMAT, Architecture, InputSpec, Manifest, TrainingInfo, WeightsSpec
+from app.store.paths import ModelStore
 
-__all__ = ["MANIFEST_FILE", "WEIGHTS_FILE", "CheckpointError", "load_checkpoint", "read_manifest", "save_checkpoint"]
+__all__ = [
+    "MANIFEST_FILE",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "load_checkpoint",
+    "read_manifest",
+    "save_checkpoint",
+]
 
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
 _MAX_MANIFEST_BYTES = 1 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read: the message names the path and what is wrong."""
-
-    def __init__(self, path: Path | str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
+_WEIGHTS_SLACK_BYTES = 16 << 20  # headers, names and alignment of a weights file, beyond its tensors
 
 
 def sha256_file(path: Path) -> str:
@@ -46,72 +52,117 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path | str) -> Manifest:
-    """Read and validate ``directory/manifest.json``."""
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise CheckpointError(path, "missing manifest file")
-    if path.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise CheckpointError(path, f"manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+def read_manifest(directory: Path | str, *, store: ModelStore | None = None) -> Manifest:
+    """Read and validate ``directory/manifest.json``.
+
+    Args:
+        directory: the checkpoint folder.
+        store: the model store it belongs to; None: its parent, with symlinks followed anywhere.
+
+    Raises:
+        CheckpointError: for a missing, oversized, unreadable or invalid manifest, or one outside the store.
+    """
+    directory = Path(directory)
+    store = store or ModelStore.around(directory)
+    path = directory / MANIFEST_FILE
+    name = store.name(path)
+    store.resolve(directory)
+    real = store.resolve(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(path, f"manifest is not valid JSON: {exc}") from None
+        if not real.is_file():
+            raise CheckpointError(name, "missing manifest file")
+        if real.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise CheckpointError(name, f"manifest is larger than {_MAX_MANIFEST_BYTES} bytes")
+        text = real.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(name, f"unreadable manifest: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(name, f"manifest is not valid JSON: {exc}") from None
+    return _parse_manifest(name, text)
+
+
+def _parse_manifest(name: str, text: str) -> Manifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(name, f"manifest is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise CheckpointError(path, f"manifest must be a JSON object, got {type(data).__name__}")
+        raise CheckpointError(name, f"manifest must be a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise CheckpointError(path, f"unknown format {data.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(name, f"unknown format {data.get('format')!r}, expected {FORMAT!r}")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
-        raise CheckpointError(path, f"invalid manifest: {problems}") from None
+        raise CheckpointError(name, f"invalid manifest: {problems}") from None
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+def _read_tensors(real: Path, name: str, store: ModelStore) -> dict[str, torch.Tensor]:
+    def problem(exc: BaseException) -> str:  # library errors may quote the absolute path
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return store.scrub(text.replace(str(real), name))
+
+    if real.suffix == ".safetensors":
         try:
-            return load_file(str(path), device="cpu")
+            return load_file(str(real), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(path, f"unreadable safetensors file: {exc}") from None
+            raise CheckpointError(name, f"unreadable safetensors file: {problem(exc)}") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(real, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"refused .pt file (only plain tensor state dicts load): {first_line}") from None
+        raise CheckpointError(name, f"refused .pt file (only plain tensor state dicts load): {problem(exc)}") from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise CheckpointError(path, "a .pt file must hold a flat mapping of names to tensors")
+        raise CheckpointError(name, "a .pt file must hold a flat mapping of names to tensors")
     return dict(state)
 
 
-def _check_state(path: Path, model: ResNet, state: Mapping[str, torch.Tensor]) -> None:
+def _check_state(name: str, model: ResNet, state: Mapping[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
-        raise CheckpointError(path, f"missing tensors: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        raise CheckpointError(name, f"missing tensors: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     if unexpected:
         raise CheckpointError(
-            path, f"unexpected tensors: {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}"
+            name, f"unexpected tensors: {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}"
         )
     for key, ref in expected.items():
         got = state[key]
         if got.shape != ref.shape:
-            raise CheckpointError(path, f"tensor {key} has shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+            raise CheckpointError(name, f"tensor {key} has shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
         if got.is_floating_point() != ref.is_floating_point():
-            raise CheckpointError(path, f"tensor {key} has dtype {got.dtype}, expected {ref.dtype}")
+            raise CheckpointError(name, f"tensor {key} has dtype {got.dtype}, expected {ref.dtype}")
         if got.is_floating_point() and not torch.isfinite(got).all():
-            raise CheckpointError(path, f"tensor {key} holds NaN or infinite values")
+            raise CheckpointError(name, f"tensor {key} holds NaN or infinite values")
 
 
-def load_checkpoint(directory: Path | str, *, device: str | torch.device = "cpu") -> tuple[Manifest, ResNet]:
+def _check_weights_file(real: Path, name: str, manifest: Manifest) -> None:
+    """Refuse a missing weights file, or one larger than the architecture's tensors in float64, before reading it."""
+    try:
+        if not real.is_file():
+            raise CheckpointError(name, "missing weights file")
+        size = real.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(name, f"unreadable weights file: {exc.strerror or type(exc).__name__}") from None
+    limit = 2 * state_bytes(manifest.architecture.to_config()) + _WEIGHTS_SLACK_BYTES
+    if size > limit:
+        raise CheckpointError(
+            name, f"weights file has {size} bytes, more than the {limit} bytes that the manifest's architecture needs"
+        )
+
+
+def load_checkpoint(
+    directory: Path | str, *, device: str | torch.device = "cpu", store: ModelStore | None = None
+) -> tuple[Manifest, ResNet]:
     """Load a checkpoint folder into a model in eval mode.
 
     Args:
         directory: a folder holding ``manifest.json`` and the weights file it names.
         device: where to put the model.
+        store: the model store the folder belongs to: its files must lie in it, and messages name them
+            relative to it. None: the folder's parent, with symlinks followed anywhere (command line tools).
 
     Returns:
         The validated manifest and the model, strictly loaded, in eval mode.
@@ -120,16 +171,20 @@ def load_checkpoint(directory: Path | str, *, device: str | torch.device = "cpu"
         CheckpointError: for anything wrong with the folder, the manifest or the weights.
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    store = store or ModelStore.around(directory)
+    manifest = read_manifest(directory, store=store)
     weights = directory / manifest.weights.file
-    if not weights.is_file():
-        raise CheckpointError(weights, "missing weights file")
-    digest = sha256_file(weights)
+    name, real = store.name(weights), store.resolve(weights)
+    _check_weights_file(real, name, manifest)
+    try:
+        digest = sha256_file(real)
+    except OSError as exc:
+        raise CheckpointError(name, f"unreadable weights file: {exc.strerror or type(exc).__name__}") from None
     if digest != manifest.weights.sha256:
-        raise CheckpointError(weights, f"sha256 mismatch: file has {digest}, manifest says {manifest.weights.sha256}")
-    state = _read_tensors(weights)
+        raise CheckpointError(name, f"sha256 mismatch: file has {digest}, manifest says {manifest.weights.sha256}")
+    state = _read_tensors(real, name, store)
     model = build_resnet(manifest.architecture.to_config())
-    _check_state(weights, model, state)
+    _check_state(name, model, state)
     model.load_state_dict(state, strict=True)
     return manifest, model.eval().to(device)
 

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from app.nets import ResNetConfig
 
-__all__ = ["FORMAT", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
+__all__ = ["FORMAT", "MAX_INPUT_VALUES", "Architecture", "InputSpec", "Manifest", "TrainingInfo", "WeightsSpec"]
 
 FORMAT = "foldserve/1"
 """The only checkpoint format this version reads and writes."""
+
+MAX_INPUT_VALUES = 4 * 1024 * 1024
+"""Values in one input (channels x height x width): RGBA at 1024x1024, 28 times an ImageNet 3x224x224 input.
+
+Each side may reach 4096 (a long strip), but a 3x4096x4096 input is 50 M values, 12 GiB for a float64 batch
+of 32 before the first layer; no ResNet checkpoint is trained on that."""
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -23,7 +38,7 @@ class _Strict(BaseModel):
 class Architecture(_Strict):
     """The :class:`app.nets.ResNetConfig` fields, as stored."""
 
-    depth: Literal[18, 34, 50]
+    depth: Literal[18, 34, 50, 101, 152]
     block: Literal["basic", "bottleneck"]
     width: int = Field(ge=1, le=1024)
     in_channels: int = Field(ge=1, le=4)
@@ -46,16 +61,39 @@ class Architecture(_Strict):
 
 
 class InputSpec(_Strict):
-    """What one input image must look like once decoded: its size and normalisation."""
+    """What one input image must look like once decoded: its size, how it is brought to that size, and its
+    normalisation.
+
+    Attributes:
+        channels: channels the model takes (1 grayscale, 3 RGB, 2 and 4 with alpha).
+        height: rows of the model's input.
+        width: columns of the model's input.
+        mean: per-channel mean subtracted from pixels scaled to [0, 1].
+        std: per-channel standard deviation the centred pixels are divided by.
+        resize: when set, the image is first resized so that its SHORTER side has this many pixels, keeping
+            its aspect ratio; ``crop`` then cuts the ``height x width`` input out of it. ``None`` (the default,
+            and what manifests without the field mean): the whole image is resized to ``height x width``.
+        crop: ``"center"``: a centre crop of ``height x width`` after ``resize``. Needs ``resize``, and
+            ``resize`` needs it (the model takes one fixed size). torchvision's ImageNet convention is
+            ``resize=256, crop="center"`` with ``height = width = 224``.
+    """
 
     channels: int = Field(ge=1, le=4)
     height: int = Field(ge=1, le=4096)
     width: int = Field(ge=1, le=4096)
-    mean: list[float]
-    std: list[float]
+    mean: list[FiniteFloat]
+    std: list[FiniteFloat]
+    resize: int | None = Field(default=None, ge=1, le=4096)
+    crop: Literal["center"] | None = None
 
     @model_validator(mode="after")
     def _per_channel(self) -> InputSpec:
+        values = self.channels * self.height * self.width
+        if values > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"input is {self.channels}x{self.height}x{self.width} = {values} values per image, more than "
+                f"{MAX_INPUT_VALUES} (4x1024x1024)"
+            )
         for key in ("mean", "std"):
             values = getattr(self, key)
             if len(values) != self.channels:
@@ -63,6 +101,29 @@ class InputSpec(_Strict):
         if any(s <= 0 for s in self.std):
             raise ValueError(f"input.std must be positive, got {self.std}")
         return self
+
+    @model_validator(mode="after")
+    def _resize_and_crop(self) -> InputSpec:
+        if (self.resize is None) != (self.crop is None):
+            raise ValueError(
+                f"input.resize and input.crop go together (resize the shorter side, then crop height x width), "
+                f"got resize={self.resize}, crop={self.crop!r}; leave both out to resize the whole image"
+            )
+        if self.resize is not None and self.resize < max(self.height, self.width):
+            raise ValueError(
+                f"input.resize must be >= max(height, width) = {max(self.height, self.width)} to crop "
+                f"{self.height}x{self.width} from the resized image, got {self.resize}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_preprocessing(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a manifest without resize/crop stays byte-for-byte what older versions wrote, and readable by them
+        data = handler(self)
+        for key in ("resize", "crop"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -12,6 +12,10 @@ __all__ = ["discover_models"]
 def discover_models(root: Path | str) -> list[Path]:
     """The sub-folders of ``root`` that hold a manifest, sorted by name.
 
+    A symlinked folder is listed wherever it leads. Loading it with ``store=ModelStore(root)`` refuses one
+    whose real path lies outside the store (unless links out are allowed), so the service shows it as a
+    failed model with that reason instead of it silently vanishing from the list.
+
     Raises:
         FileNotFoundError: when ``root`` is not a folder.
     """

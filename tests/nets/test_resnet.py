@@ -9,7 +9,13 @@ from tests.helpers import tiny_resnet
 
 @pytest.mark.parametrize(
     ("depth", "reference"),
-    [(18, torchvision.models.resnet18), (34, torchvision.models.resnet34), (50, torchvision.models.resnet50)],
+    [
+        (18, torchvision.models.resnet18),
+        (34, torchvision.models.resnet34),
+        (50, torchvision.models.resnet50),
+        (101, torchvision.models.resnet101),
+        (152, torchvision.models.resnet152),
+    ],
 )
 def test_imagenet_configuration_has_torchvision_parameter_count(depth, reference):
     config = ResNetConfig(depth=depth, width=64, in_channels=3, num_classes=1000, stem="imagenet")

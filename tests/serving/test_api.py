@@ -121,11 +121,19 @@ def test_several_files_are_answered_in_order(client: TestClient) -> None:
     assert predictions[0]["top_k"] != predictions[1]["top_k"]
 
 
-@pytest.mark.parametrize("query", ["top_k=0", "top_k=6", "top_k=x", "collapsed=maybe", f"model={'m' * 65}"])
+@pytest.mark.parametrize(
+    "query", ["top_k=0", "top_k=100001", "top_k=x", "collapsed=maybe", f"model={'m' * 65}", "model="]
+)
 def test_invalid_parameters_are_422(client: TestClient, query: str) -> None:
     response = client.post(f"/predict?model=linear&{query}", content=digit_png(), headers={"content-type": "image/png"})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_parameter"
+
+
+def test_top_k_past_the_classes_lists_them_all(client: TestClient) -> None:
+    response = client.post("/predict?model=linear&top_k=6", content=digit_png(), headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert sorted(entry["index"] for entry in response.json()["predictions"][0]["top_k"]) == list(range(len(LABELS)))
 
 
 def test_metrics_count_answers_and_describe_models(client: TestClient) -> None:

@@ -118,3 +118,34 @@ def test_bad_images_are_invalid(data: bytes, message: str) -> None:
 def test_batch_error_names_the_bad_image() -> None:
     with pytest.raises(InvalidImage, match="image 1: empty image"):
         decode_images([png(np.zeros((4, 4), np.uint8)), b""], GRAY, max_pixels=10**6)
+
+
+@pytest.mark.parametrize("size", [(300, 400), (500, 260), (256, 256)])
+def test_resize_and_centre_crop_follow_torchvision(size: tuple[int, int]) -> None:
+    """An ImageNet-style manifest (shorter side to 256, centre crop 224) decodes as torchvision's transforms do."""
+    from torchvision.transforms import v2
+
+    spec = InputSpec(
+        channels=3,
+        height=224,
+        width=224,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        resize=256,
+        crop="center",
+    )
+    rng = np.random.default_rng(sum(size))
+    array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    array[:, : size[1] // 3] = 0  # structure, so that an off-by-some crop shows
+    got = decode_image(png(array), spec, max_pixels=10**6)
+    pixels = torch.from_numpy(array).permute(2, 0, 1)
+    expected = v2.Compose(
+        [
+            v2.Resize(256, antialias=True),
+            v2.CenterCrop(224),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(spec.mean, spec.std),
+        ]
+    )(pixels)
+    assert got.shape == (3, 224, 224)
+    torch.testing.assert_close(got, expected, atol=1.5 / 255 / 0.224, rtol=0)

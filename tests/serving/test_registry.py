@@ -44,7 +44,8 @@ def test_failed_models_are_listed_with_their_reason_and_the_others_serve(mixed_s
         assert readiness["models"] == ["annealed"] and set(readiness["failed"]) == {"broken-json", "tampered"}
         assert "sha256 mismatch" in readiness["failed"]["tampered"]
         response = client.post("/predict?model=tampered", content=digit_png(), headers=PNG)
-        assert response.status_code == 503 and response.json()["error"]["code"] == "model_not_ready"
+        assert response.status_code == 503 and response.json()["error"]["code"] == "model_failed"
+        assert "retry-after" not in response.headers  # retrying will not load it
         assert "sha256 mismatch" in response.json()["error"]["message"]
         assert client.post("/predict?model=annealed", content=digit_png(), headers=PNG).status_code == 200
         registry = client.app.state.metrics.registry  # type: ignore[attr-defined]

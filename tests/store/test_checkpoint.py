@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.store import CheckpointError, discover_models, load_checkpoint, read_manifest
+from app.store import CheckpointError, InputSpec, discover_models, load_checkpoint, read_manifest
 from tests.helpers import tiny_checkpoint, tiny_resnet
 
 
@@ -173,3 +173,40 @@ def test_pt_with_non_tensor_values_is_refused(folder):
     _use_pt(folder, {"fc.weight": 3})
     with pytest.raises(CheckpointError, match="flat mapping of names to tensors"):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(
+    ("channels", "height", "width"),
+    [(1, 28, 28), (3, 224, 224), (3, 1024, 1024), (4, 1024, 1024), (1, 4096, 1024)],
+)
+def test_reasonable_input_sizes_are_accepted(channels: int, height: int, width: int) -> None:
+    spec = InputSpec(channels=channels, height=height, width=width, mean=[0.5] * channels, std=[0.25] * channels)
+    assert spec.shape == (channels, height, width)
+
+
+def test_an_absurd_input_size_is_refused_by_the_schema(folder):
+    _set_manifest(folder, input={"channels": 1, "height": 4096, "width": 4096, "mean": [0.5], "std": [0.25]})
+    with pytest.raises(CheckpointError) as info:
+        read_manifest(folder)
+    assert str(info.value) == (
+        "tiny/manifest.json: invalid manifest: input: Value error, input is 1x4096x4096 = 16777216 values per image, "
+        "more than 4194304 (4x1024x1024)"
+    )
+
+
+@pytest.mark.parametrize("field", ["mean", "std"])
+def test_normalisation_must_be_finite(folder, field: str) -> None:
+    _set_manifest(
+        folder, input={"channels": 1, "height": 28, "width": 28, "mean": [0.5], "std": [0.25], field: [1e999]}
+    )
+    with pytest.raises(CheckpointError, match=rf"invalid manifest: input\.{field}\.0: Input should be a finite number"):
+        read_manifest(folder)
+
+
+def test_21843_classes_are_accepted(folder):
+    _set_manifest(
+        folder,
+        architecture={**json.loads((folder / "manifest.json").read_text())["architecture"], "num_classes": 21843},
+        labels=[f"n{i:08d}" for i in range(21843)],
+    )
+    assert read_manifest(folder).architecture.num_classes == 21843

@@ -22,11 +22,11 @@ __all__ = ["router"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": V2ErrorBody, "description": "no such model, or no such version of it"},
-    503: {"model": V2ErrorBody, "description": "the model is loading or failed (Retry-After)"},
+    503: {"model": V2ErrorBody, "description": "the model is loading (Retry-After) or failed to load"},
 }
 _HEALTH: dict[int | str, dict[str, Any]] = {
-    200: {"description": "true (empty body)"},
-    400: {"description": "false (empty body)"},
+    200: {"description": "true (empty body)", "content": {}},
+    400: {"description": "false (empty body)", "content": {}},
 }
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -49,13 +49,13 @@ async def server_metadata(request: Request) -> JSONResponse:
     return JSONResponse(server_metadata_json(_service(request).server_metadata()))
 
 
-@router.get("/health/live", responses=_HEALTH)
+@router.get("/health/live", response_class=Response, responses=_HEALTH)
 async def server_live() -> Response:
     """200 while the process runs."""
     return _health(True)
 
 
-@router.get("/health/ready", responses=_HEALTH)
+@router.get("/health/ready", response_class=Response, responses=_HEALTH)
 async def server_ready(request: Request) -> Response:
     """200 when ``/readyz`` is: every model has finished loading and one is ready (strict mode: none failed)."""
     return _health(_service(request).server_ready())
@@ -73,13 +73,15 @@ async def model_version_metadata(request: Request, name: str, version: str) -> J
     return JSONResponse(model_metadata_json(_service(request).model_metadata(name, version)))
 
 
-@router.get("/models/{name}/ready", responses={**_HEALTH, 404: _ERRORS[404]})
+@router.get("/models/{name}/ready", response_class=Response, responses={**_HEALTH, 404: _ERRORS[404]})
 async def model_ready(request: Request, name: str) -> Response:
     """200 when the model serves; 400 while it loads, or when it failed."""
     return _health(_service(request).model_ready(name, None))
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses={**_HEALTH, 404: _ERRORS[404]})
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_class=Response, responses={**_HEALTH, 404: _ERRORS[404]}
+)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     """As ``GET /v2/models/{name}/ready``, for the model's one version."""
     return _health(_service(request).model_ready(name, version))

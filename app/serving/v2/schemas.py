@@ -6,13 +6,14 @@ pydantic); the models here say what those bodies are, so that ``/docs`` and a ge
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "InferInput",
     "InferOutput",
+    "InferParameters",
     "InferRequestBody",
     "InferResponseBody",
     "ModelConfigBody",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 Parameters = dict[str, bool | int | float | str]
+Dimension = Annotated[int, Field(ge=0)]
 
 
 class V2ErrorBody(BaseModel):
@@ -70,9 +72,11 @@ class ModelConfigBody(BaseModel):
 
 
 class InferInput(BaseModel):
-    name: str = Field(description="'input' (FP32 [N, C, H, W], normalised) or 'image' (BYTES [N], encoded images)")
-    shape: list[int]
-    datatype: str
+    name: Literal["input", "image"] = Field(
+        description="'input' (FP32 [N, C, H, W], normalised) or 'image' (BYTES [N] or [N, 1], encoded images)"
+    )
+    shape: list[Dimension] = Field(min_length=1, max_length=4)
+    datatype: Literal["FP32", "BYTES"] = Field(description="FP32 for 'input', BYTES for 'image'")
     parameters: Parameters | None = Field(
         default=None, description="binary_data_size: the input's bytes after the JSON header (binary extension)"
     )
@@ -80,19 +84,25 @@ class InferInput(BaseModel):
 
 
 class RequestedOutput(BaseModel):
-    name: str = Field(description="'logits' or 'probabilities'")
+    name: Literal["logits", "probabilities"]
     parameters: Parameters | None = Field(
         default=None, description="binary_data: send it as binary data; classification: its top k as strings"
     )
 
 
+class InferParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    collapsed: bool = Field(default=True, description="true: the simplified network; false: the original")
+    binary_data_output: bool = Field(default=False, description="every output as binary data (REST only)")
+
+
 class InferRequestBody(BaseModel):
+    """What the schema cannot say, the service checks: the data matches the shape, the shape the model's input
+    ([N, C, H, W] of the model metadata, N at most the batch limit), the datatype the input's name."""
+
     id: str | None = None
-    parameters: Parameters | None = Field(
-        default=None,
-        description="collapsed: true (default) the simplified network, false the original; binary_data_output: "
-        "every output as binary data",
-    )
+    parameters: InferParameters | None = None
     inputs: list[InferInput] = Field(min_length=1, max_length=1)
     outputs: list[RequestedOutput] | None = Field(default=None, description="none: logits and probabilities")
 

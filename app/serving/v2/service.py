@@ -114,7 +114,8 @@ class InferenceService:
         """The variant a request for model ``name`` (at ``version``, if given) asks for.
 
         Raises:
-            ModelNotFound: no such model or version, or no name. ModelNotReady: it is loading or failed.
+            ModelNotFound: no such model or version, or no name. ModelNotReady: it is loading.
+            ModelFailed: it failed to load.
         """
         variant = self.plane.variant(self._checked_name(name), collapsed)
         _check_version(variant.model, variant.loaded.manifest, version)

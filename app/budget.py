@@ -1,0 +1,119 @@
+"""How much memory loading a model takes, estimated from its manifest before anything is allocated.
+
+The serving pipeline (:func:`app.serving.loading.load_model`) reads the checkpoint, simplifies and verifies
+it, then warms both networks up at every batch size up to ``max_batch_size``. Its peak is bounded by::
+
+    runtime + network + samples + max(read, simplify, warm-up)
+
+``network`` is the float32 original, kept to the end; ``samples`` the verification images; ``read`` the
+state dict read beside the network it is copied into; ``simplify`` what :func:`app.simplify.simplify_bytes`
+counts (copies, float64 verification, the affine collapse); ``warm-up`` the simplified network plus one
+float32 batch of ``max_batch_size`` inputs and its forward pass. Measured against real loads in
+``tests/serving/test_model_budget.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.nets.footprint import forward_bytes, state_bytes
+from app.nets.resnet import ResNetConfig
+from app.simplify import simplified_bytes, simplify_bytes
+from app.store import CheckpointError, Manifest
+
+__all__ = ["RUNTIME_BYTES", "LoadEstimate", "check_budget", "estimate_load_bytes", "format_bytes"]
+
+RUNTIME_BYTES = 256 * 2**20
+"""The first load in a process pays one-time costs (torch's CPU kernels, float64 convolutions, autograd) and the
+allocator keeps some of what it frees: 75-175 MiB measured above the modelled peak on 2 cores. Counted for every
+model, since which one comes first is not known here."""
+
+
+@dataclass(frozen=True)
+class LoadEstimate:
+    """Upper bounds, in bytes, on what loading one model holds at once."""
+
+    network: int  # the float32 original, served to the end
+    samples: int  # the verification images shipped beside it, or drawn at random, in float32
+    read: int  # the state dict read from disk, beside the network it is copied into
+    simplify: int  # simplification and float64 verification, besides the network
+    warmup: int  # the simplified network, and a full batch through a forward pass
+
+    @property
+    def total(self) -> int:
+        return RUNTIME_BYTES + self.network + self.samples + max(self.read, self.simplify, self.warmup)
+
+    def describe(self) -> str:
+        stages = {"read": self.read, "simplify and verify": self.simplify, "warm-up": self.warmup}
+        stage = max(stages, key=stages.__getitem__)
+        return (
+            f"network {format_bytes(self.network)}, samples {format_bytes(self.samples)}, "
+            f"{stage} {format_bytes(stages[stage])}"
+        )
+
+
+def format_bytes(size: int) -> str:
+    """``size`` in the largest binary unit under it, e.g. ``"1.5 GiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def estimate_load_bytes(
+    config: ResNetConfig,
+    input_shape: tuple[int, int, int],
+    *,
+    num_samples: int,
+    max_batch_size: int,
+    max_affine_bytes: int,
+) -> LoadEstimate:
+    """Bound the memory of loading a model of ``config`` for ``input_shape`` inputs, allocating nothing.
+
+    Args:
+        config: the architecture, as the manifest declares it.
+        input_shape: ``(C, H, W)`` of one input.
+        num_samples: images verified on besides the random ones (shipped, or ``verification_samples``).
+        max_batch_size: the largest batch the networks are warmed up on.
+        max_affine_bytes: the cap on a collapsed linear network's map.
+    """
+    network = state_bytes(config)
+    batch = max_batch_size * math.prod(input_shape) * 4 + forward_bytes(config, input_shape, max_batch_size, 4)
+    return LoadEstimate(
+        network=network,
+        samples=num_samples * math.prod(input_shape) * 4,
+        read=network,
+        simplify=simplify_bytes(config, input_shape, num_samples=num_samples, max_affine_bytes=max_affine_bytes),
+        warmup=simplified_bytes(config, input_shape, max_affine_bytes) + batch,
+    )
+
+
+def check_budget(manifest: Manifest, settings: Settings, *, num_samples: int, name: str) -> LoadEstimate:
+    """Refuse a model whose load would need more than ``settings.max_model_bytes``.
+
+    Args:
+        manifest: the model's validated manifest.
+        settings: the budget and the knobs that size the load.
+        num_samples: images verified on besides the random ones.
+        name: the manifest's path relative to the model store, for the message.
+
+    Raises:
+        CheckpointError: giving the estimate, its largest parts and the budget.
+    """
+    estimate = estimate_load_bytes(
+        manifest.architecture.to_config(),
+        manifest.input.shape,
+        num_samples=num_samples,
+        max_batch_size=settings.max_batch_size,
+        max_affine_bytes=settings.max_affine_bytes,
+    )
+    if estimate.total > settings.max_model_bytes:
+        raise CheckpointError(
+            name,
+            f"loading this model needs about {format_bytes(estimate.total)} ({estimate.describe()}), more than "
+            f"FOLDSERVE_MAX_MODEL_BYTES={settings.max_model_bytes} ({format_bytes(settings.max_model_bytes)}); "
+            "refused before building anything",
+        )
+    return estimate
