@@ -32,6 +32,8 @@ from app.serving.metrics import ServingMetrics
 from app.serving.openapi import install_openapi
 from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
+from app.serving.repository import ModelControl
+from app.serving.repository import router as repository_router
 from app.serving.routes import router
 from app.serving.state import ServingState
 
@@ -92,17 +94,22 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models = ModelRegistry(settings, metrics, device)
         models.discover()
         app.state.models = models
+        app.state.model_control = control = ModelControl(models, settings)
         serving.plane = DataPlane(models, settings)
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
-        loading = loop.create_task(models.load_all(), name="foldserve-load-models")
-        watching = loop.create_task(_watch_memory(metrics), name="foldserve-memory")
+        tasks = [
+            loop.create_task(models.load_all(), name="foldserve-load-models"),
+            loop.create_task(_watch_memory(metrics), name="foldserve-memory"),
+        ]
+        if settings.model_control == "poll":
+            tasks.append(loop.create_task(_follow_store(tasks[0], control), name="foldserve-follow-store"))
         try:
             yield
         finally:
-            for task in (loading, watching):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(loading, watching, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
             serving.plane.close()
 
@@ -119,10 +126,16 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.device = device
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(repository_router)
     for path, route in app.hot_routes.items():  # a partial is no function: Starlette runs it as an ASGI app
         app.router.routes.append(Route(path, partial(route, serving), methods=["POST"], include_in_schema=False))
     install_openapi(app)
     return app
+
+
+async def _follow_store(loading: asyncio.Task[None], control: ModelControl) -> None:
+    await asyncio.wait([loading])  # the store is followed from where the first loads left it
+    await control.follow_store()
 
 
 async def _watch_memory(metrics: ServingMetrics) -> None:
