@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     model_store: Path = Field(default=Path("model_store"), description="folder with one sub-folder per checkpoint")
     default_model: str | None = Field(
         default=None, description="model used when /predict names none; else first by name"
+    )
+    model_control: Literal["explicit", "poll"] = Field(
+        default="explicit",
+        description="explicit: models change only through the repository API; poll: every worker also follows "
+        "the store, loading new and changed folders and unloading removed ones",
+    )
+    model_poll_s: float = Field(default=5.0, gt=0, description="with model_control=poll, seconds between looks")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the repository's load and unload; None: they are off (403)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
     torch_threads: int | None = Field(

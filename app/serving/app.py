@@ -35,6 +35,8 @@ from app.serving.metrics import ServingMetrics
 from app.serving.openapi import install_openapi
 from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
+from app.serving.repository import ModelControl
+from app.serving.repository import router as repository_router
 from app.serving.routes import router
 from app.serving.state import ServingState
 from app.serving.v2.grpc_server import start_grpc_server
@@ -120,21 +122,26 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models = ModelRegistry(settings, metrics, device)
         models.discover()
         app.state.models = models
+        app.state.model_control = control = ModelControl(models, settings)
         serving.plane = DataPlane(models, settings)
         serving.v2 = InferenceService(serving.plane)
         stop_grpc = await start_grpc_server(serving) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
-        loading = loop.create_task(models.load_all(), name="foldserve-load-models")
-        watching = loop.create_task(_watch_memory(metrics), name="foldserve-memory")
+        tasks = [
+            loop.create_task(models.load_all(), name="foldserve-load-models"),
+            loop.create_task(_watch_memory(metrics), name="foldserve-memory"),
+        ]
+        if settings.model_control == "poll":
+            tasks.append(loop.create_task(_follow_store(tasks[0], control), name="foldserve-follow-store"))
         try:
             yield
         finally:
             if stop_grpc is not None:  # after uvicorn drained HTTP; calls in flight end within their deadline
                 await stop_grpc(min(settings.drain_s, settings.request_timeout_s))
-            for task in (loading, watching):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(loading, watching, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
             serving.plane.close()
 
@@ -151,11 +158,17 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
+    app.include_router(repository_router)
     app.add_hot_route("/predict", predict)
     for path in INFER_PATHS:
         app.add_hot_route(path, v2_infer)
     install_openapi(app)
     return app
+
+
+async def _follow_store(loading: asyncio.Task[None], control: ModelControl) -> None:
+    await asyncio.wait([loading])  # the store is followed from where the first loads left it
+    await control.follow_store()
 
 
 async def _watch_memory(metrics: ServingMetrics) -> None:

@@ -4,8 +4,11 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
 
     ServingError (500 internal)
     ├── BadRequest (400 bad_request)
-    │   └── InvalidImage (400 invalid_image)
-    │       └── ImageAspectRatio (400 image_aspect_ratio)
+    │   ├── InvalidImage (400 invalid_image)
+    │   │   └── ImageAspectRatio (400 image_aspect_ratio)
+    │   └── LoadFailed (400 load_failed: a model repository load, as Triton answers it)
+    ├── Unauthorized (401 unauthorized, with WWW-Authenticate: Bearer)
+    ├── Forbidden (403 forbidden)
     ├── ModelNotFound (404 model_not_found)
     ├── PayloadTooLarge (413 payload_too_large)
     │   ├── BodyTooLarge (413 body_too_large)
@@ -49,10 +52,12 @@ __all__ = [
     "BodyTooLarge",
     "ClientDisconnected",
     "DeadlineExceeded",
+    "Forbidden",
     "ImageAspectRatio",
     "ImageTooLarge",
     "InvalidImage",
     "InvalidParameter",
+    "LoadFailed",
     "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
@@ -62,6 +67,7 @@ __all__ = [
     "ServingError",
     "TooManyImages",
     "TooManyPixels",
+    "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
     "error_body",
@@ -102,6 +108,27 @@ class InvalidImage(BadRequest):
 
 class ImageAspectRatio(InvalidImage):
     code = "image_aspect_ratio"
+
+
+class LoadFailed(BadRequest):
+    """A model repository load failed: the folder is broken or misses verification (the message says why)."""
+
+    code = "load_failed"
+
+
+class Unauthorized(ServingError):
+    """No bearer token, or not the right one."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServingError):
+    status_code = 403
+    code = "forbidden"
 
 
 class ModelNotFound(ServingError):

@@ -79,7 +79,8 @@ class ModelInfo(BaseModel):
     """A model of the store: what it is, how it was simplified and verified, and whether it serves."""
 
     name: str
-    status: Literal["loading", "ready", "failed"]
+    status: Literal["loading", "ready", "failed", "unloaded"]
+    last_error: str | None = Field(default=None, description="why the last load failed, while an older version serves")
     reason: str | None = None
     version: str | None = None
     architecture: dict[str, Any] | None = None
@@ -116,7 +117,13 @@ class Readiness(BaseModel):
 
 def model_info(entry: ModelEntry) -> ModelInfo:
     """Describe ``entry`` for /models."""
-    info = ModelInfo(name=entry.name, status=entry.status, reason=entry.reason, simplification=_finite(entry.report))
+    info = ModelInfo(
+        name=entry.name,
+        status=entry.status,
+        reason=entry.reason,
+        last_error=entry.last_error,
+        simplification=_finite(entry.report),
+    )
     loaded = entry.loaded
     if loaded is None:
         return info

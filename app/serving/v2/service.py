@@ -54,9 +54,9 @@ __all__ = [
 SERVER_NAME = "foldserve"
 PLATFORM = "pytorch_safetensors"
 BACKEND = "foldserve"
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "parameters")
-"""The protocol's extensions served (``GET /v2``): Triton's binary tensor data, classification and model
-configuration extensions, and request parameters."""
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters")
+"""The protocol's extensions served (``GET /v2``): Triton's binary tensor data, classification, model
+configuration and model repository (:mod:`app.serving.repository`) extensions, and request parameters."""
 
 INPUT = "input"
 """The input that carries the network's own tensor: FP32 ``[N, C, H, W]``, normalised."""

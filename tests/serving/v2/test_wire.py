@@ -131,7 +131,13 @@ def test_health_and_metadata(server: Server, client: httpclient.InferenceServerC
     assert client.get_server_metadata() == {
         "name": "foldserve",
         "version": "0.1.0",
-        "extensions": ["binary_tensor_data", "classification", "model_configuration", "parameters"],
+        "extensions": [
+            "binary_tensor_data",
+            "classification",
+            "model_configuration",
+            "model_repository",
+            "parameters",
+        ],
     }
     metadata = client.get_model_metadata(MODEL)
     assert metadata["versions"] == ["1"]
@@ -471,6 +477,7 @@ def test_grpc_health_and_metadata(grpc_answers: dict[str, Any]) -> None:
         "binary_tensor_data",
         "classification",
         "model_configuration",
+        "model_repository",
         "parameters",
     ]
     model = grpc_answers["model"]
