@@ -38,13 +38,14 @@ and an unknown path or wrong method under ``/v2``, answers in the protocol's sha
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 __all__ = [
     "BadRequest",
@@ -258,7 +259,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = "not_found" if exc.status_code == 404 else "http_error"
-    return _answer(request, exc.status_code, code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405 and headers and "Allow" in headers:
+        headers["Allow"] = _allowed_methods(request) or headers["Allow"]
+    return _answer(request, exc.status_code, code, str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the OpenAPI document gives the request's path. Starlette's 405 names only the methods of the
+    first route at that path, though a path may have several (``GET`` and ``POST /v2/repository/index``)."""
+    path = _route_path(request)
+    paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
+    methods = {
+        method.upper() for template, item in paths.items() if compile_path(template)[0].match(path) for method in item
+    }
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -269,11 +284,15 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def _answer(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    path: str = request.scope["path"]
-    root: str = request.scope.get("root_path", "")
-    if is_v2_path(path[len(root) :] if root and path.startswith(root) else path):
+    if is_v2_path(_route_path(request)):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def _route_path(request: Request) -> str:
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def install_error_handlers(app: FastAPI) -> None:
