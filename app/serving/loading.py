@@ -107,7 +107,13 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
         manifest = read_manifest(directory, store=store)
         shipped = _shipped_samples(directory, manifest.input, store)
         num_samples = shipped[1] if shipped else settings.verification_samples
-        check_budget(manifest, settings, num_samples=num_samples, name=store.name(directory / MANIFEST_FILE))
+        check_budget(
+            manifest,
+            settings,
+            num_samples=num_samples,
+            warmup_batch=max(batch_sizes_to_warm(settings.max_batch_size, device)),
+            name=store.name(directory / MANIFEST_FILE),
+        )
         samples, origin = _verification_samples(shipped, manifest.input, settings.verification_samples)
     with stages("build"):
         manifest, model = load_checkpoint(directory, store=store)

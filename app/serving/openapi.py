@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from app.serving.bodies import FILE_FIELD
 from app.serving.predict import MAX_MODEL_NAME, MAX_TOP_K
+from app.serving.repository import RepositoryModel
 from app.serving.schemas import ErrorBody, PredictResponse
 
 __all__ = ["install_openapi"]
@@ -38,6 +39,9 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
+            schema["paths"]["/v2/repository/index"] = {
+                method: _index_operation(method, components) for method in ("get", "post")
+            }
             _document_errors(schema, components)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -118,6 +122,16 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
             },
         },
         "responses": responses,
+    }
+
+
+def _index_operation(method: str, components: dict[str, Any]) -> dict[str, Any]:
+    listing = {"type": "array", "items": _ref(RepositoryModel, components)}
+    return {
+        "tags": ["repository"],
+        "summary": "Every model folder of the store, with its state",
+        "operationId": f"repository_index_{method}",
+        "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": listing}}}},
     }
 
 
