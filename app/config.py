@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         "that the event loop and image decoding keep a core",
     )
     # 4 GiB: the shipped models are estimated at 320 MiB (256 of it the runtime's first-load allowance), an
-    # ImageNet ResNet-152 (1000 classes, 3x224x224) at 2.9 GiB with the default batch and samples (app/budget.py);
+    # ImageNet ResNet-152 (1000 classes, 3x224x224) at 1.7 GiB with the default samples, on the CPU (app/budget.py);
     # the 9 G-parameter manifest of issue 10 at 609 GiB. Far enough under a typical host to leave room for others.
     max_model_bytes: int = Field(
         default=4 * 2**30, ge=1, description="estimated memory one model may take to load; beyond: refused unbuilt"

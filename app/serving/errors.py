@@ -267,7 +267,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> str:
     """Every method the OpenAPI document gives the request's path. Starlette's 405 names only the methods of the
-    first route at that path, though a path may have several (``GET`` and ``POST /v2/repository/index``)."""
+    first route at that path, though a path may have several routes, one per method (and hot routes beside)."""
     path = _route_path(request)
     paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
     methods = {

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from app.serving.bodies import FILE_FIELD
 from app.serving.errors import is_v2_path
 from app.serving.predict import MAX_MODEL_NAME, MAX_TOP_K
+from app.serving.repository import RepositoryModel
 from app.serving.schemas import ErrorBody, PredictResponse
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
 from app.serving.v2.rest_infer import INFER_PATHS
@@ -53,6 +54,9 @@ def install_openapi(app: FastAPI) -> None:
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
             for path in INFER_PATHS:
                 schema["paths"][path] = {"post": _v2_infer_operation(app, components, path)}
+            schema["paths"]["/v2/repository/index"] = {
+                method: _index_operation(method, components) for method in ("get", "post")
+            }
             _document_errors(schema, components)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -173,6 +177,16 @@ def _v2_infer_operation(app: FastAPI, components: dict[str, Any], path: str) -> 
             "content": {**_json(InferRequestBody, components), "application/octet-stream": binary},
         },
         "responses": responses,
+    }
+
+
+def _index_operation(method: str, components: dict[str, Any]) -> dict[str, Any]:
+    listing = {"type": "array", "items": _ref(RepositoryModel, components)}
+    return {
+        "tags": ["repository"],
+        "summary": "Every model folder of the store, with its state",
+        "operationId": f"repository_index_{method}",
+        "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": listing}}}},
     }
 
 

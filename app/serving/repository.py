@@ -173,17 +173,13 @@ def _control(request: Request, authorization: str | None) -> ModelControl:
     return control
 
 
-@router.get("/index", response_model=list[RepositoryModel])
+@router.api_route("/index", methods=["GET", "POST"], response_model=list[RepositoryModel], include_in_schema=False)
 async def repository_index(request: Request) -> list[RepositoryModel]:
-    """Every model folder of the store with its state (READY, LOADING, UNAVAILABLE) and why."""
+    """Every model folder of the store with its state (READY, LOADING, UNAVAILABLE) and why. GET, or POST as
+    Triton's clients send it; one route, so that a 405 lists both in ``Allow`` (app/serving/openapi.py documents
+    it, since FastAPI would give both methods one operation id)."""
     control: ModelControl = request.app.state.model_control
     return control.index()
-
-
-@router.post("/index", response_model=list[RepositoryModel])
-async def repository_index_post(request: Request) -> list[RepositoryModel]:
-    """The same as ``GET /v2/repository/index`` (Triton's clients POST it)."""
-    return await repository_index(request)
 
 
 @router.post("/models/{name}/load", responses={401: {}, 403: {}, 404: {}, 409: {}})

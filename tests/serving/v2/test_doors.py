@@ -256,7 +256,7 @@ def test_errors_under_v2_have_the_protocols_body_and_elsewhere_the_services(clie
         "error": "model 'linear' has no version '9'; its only version is '1'"
     }
     assert client.get("/v2x").json() == {"error": {"code": "not_found", "message": "Not Found"}}
-    # a 405 names every method of the path, also where two routes share it (Starlette's names the first's only)
+    # a 405 names every method of the path (Starlette's names only the first route's where several share it)
     assert client.options("/v2/repository/index").headers["allow"] == "GET, POST"
     assert client.get("/v2/models/linear/infer").headers["allow"] == "POST"
     refused = client.post("/predict?model=nope", content=digit_png(), headers=PNG)
