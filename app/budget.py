@@ -26,10 +26,11 @@ from app.store import CheckpointError, Manifest
 
 __all__ = ["RUNTIME_BYTES", "LoadEstimate", "check_budget", "estimate_load_bytes", "format_bytes"]
 
-RUNTIME_BYTES = 256 * 2**20
+RUNTIME_BYTES = 128 * 2**20
 """The first load in a process pays one-time costs (torch's CPU kernels, float64 convolutions, autograd) and the
-allocator keeps some of what it frees: 75-175 MiB measured above the modelled peak on 2 cores. Counted for every
-model, since which one comes first is not known here."""
+allocator keeps some of what it frees. Counted for every model, since which one comes first is not known here;
+with the rest of the estimate it keeps the whole between 1x and 4x of the peaks measured in a fresh process on
+2 cores (``tests/serving/test_model_budget.py``: 65-85 MiB for the three architectures there)."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         description="torch intra-op threads; None: on the CPU one fewer than the usable cores, at least 1, so "
         "that the event loop and image decoding keep a core",
     )
-    # 4 GiB: the shipped models are estimated at 320 MiB (256 of it the runtime's first-load allowance), an
+    # 4 GiB: the shipped models are estimated at about 195 MiB (128 of it the runtime's first-load allowance), an
     # ImageNet ResNet-152 (1000 classes, 3x224x224) at 1.7 GiB with the default samples, on the CPU (app/budget.py);
     # the 9 G-parameter manifest of issue 10 at 609 GiB. Far enough under a typical host to leave room for others.
     max_model_bytes: int = Field(

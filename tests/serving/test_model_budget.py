@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from app.budget import LoadEstimate, estimate_load_bytes, format_bytes
+from app.budget import RUNTIME_BYTES, LoadEstimate, estimate_load_bytes, format_bytes
 from app.config import Settings
 from app.nets import ResNetConfig, resnet
 from app.serving.loading import batch_sizes_to_warm, load_model
@@ -101,7 +101,7 @@ def test_a_model_loads_at_its_estimate_and_is_refused_one_byte_below(tmp_path: P
     folder = write_checkpoint(tmp_path, "annealed", kind="annealed")
     settings = fast_settings(tmp_path)
     estimate = estimate_of(folder, settings, settings.verification_samples)
-    assert 256 * 2**20 < estimate.total < 300 * 2**20  # the runtime's share, and a few MB for the load itself
+    assert RUNTIME_BYTES < estimate.total < RUNTIME_BYTES + 16 * 2**20  # the runtime, and a few MB for the load
     with pytest.raises(CheckpointError) as info:
         load_model(folder, fast_settings(tmp_path, max_model_bytes=estimate.total - 1), CPU)
     assert str(info.value) == (
