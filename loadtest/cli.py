@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from loadtest import reference
+from loadtest import cli_versus, reference
 from loadtest.engines import ENGINES, make_engine
 from loadtest.images import digit_pngs, load_pngs
 from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--requests", type=int, default=1000, help="request bound")
     single.add_argument("--duration", type=float, default=10.0, help="seconds bound")
 
+    cli_versus.add_parsers(sub)
     reference.add_parser(sub)
     return parser
 
@@ -184,7 +185,7 @@ def _ceiling(ctx: Context) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and write its report; the exit code is 1 when a scenario's checks fail."""
     args = build_parser().parse_args(argv)
-    if hasattr(args, "func"):  # reference: a server of its own
+    if hasattr(args, "func"):  # versus, memory, reference: they start their own servers
         args.argv = argv if argv is not None else sys.argv[1:]
         return int(args.func(args))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
