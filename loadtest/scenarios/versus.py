@@ -107,13 +107,16 @@ def run_versus(
     images: list[bytes],
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the grid ``grid.repeat`` times over ``servers`` (the last one the reference) and sum it up.
+    """Run the grid ``grid.repeat`` times over ``servers`` (foldserve at one or more settings, and one reference).
 
     Returns:
         ``cells`` (every run), ``medians`` (per server, model, variant, concurrency), ``ratios`` and ``aims``
         (per foldserve server and model), and ``memory`` (per-process PSS after start-up and after the load).
     """
-    reference = servers[-1]
+    references = [s for s in servers if s.kind == "reference"]
+    if len(references) != 1:
+        raise ValueError(f"versus needs exactly one reference server, got {[s.name for s in references]}")
+    reference = references[0]
     memory = {"after_ready": memory_snapshot(servers)}
     cells = []
     started = time.perf_counter()
