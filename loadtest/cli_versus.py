@@ -23,7 +23,7 @@ from loadtest.machine import describe_machine, hey_version
 from loadtest.scenarios.memory import run_memory
 from loadtest.scenarios.versus import CONCURRENCIES, Contender, Grid, run_versus
 from loadtest.server import ReferenceProcess, ServerProcess, wait_until_all_ready, wait_until_ready
-from loadtest.versus_report import memory_markdown, versus_markdown, versus_tables, write_json_and_markdown
+from loadtest.versus_report import memory_markdown, versus_markdown, write_json_and_markdown
 
 __all__ = ["add_parsers", "foldserve_threads"]
 
@@ -184,10 +184,9 @@ def _versus(args: argparse.Namespace) -> int:
         "servers": [s.to_dict() for s in servers],
         "result": result,
     }
-    path = write_json_and_markdown(out, "versus", report, versus_markdown(report))
-    after = report["loadavg_after"][0]
-    print("\n".join(["", *versus_tables(result), "", f"load average before {before[0]:.2f}, after {after:.2f}"]))
-    print(f"report: {path}")
+    markdown = versus_markdown(report)
+    path = write_json_and_markdown(out, "versus", report, markdown)
+    print(f"\n{markdown}\nreport: {path}")
     return 0
 
 
