@@ -112,6 +112,9 @@ def versus_markdown(report: dict[str, Any]) -> str:
         "",
         "## Memory (PSS per process, from /proc/PID/smaps_rollup)",
         "",
+        "The servers of one run map the same library files (torch's above all) and PSS divides those pages between",
+        "them, so each server shows less here than it would alone: `python -m loadtest memory` measures one at a time.",
+        "",
         *_memory_lines(result["memory"]),
     ]
     return "\n".join(lines) + "\n"
