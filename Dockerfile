@@ -54,9 +54,10 @@ ENV FOLDSERVE_MODEL_STORE=/srv/foldserve/model_store \
     FOLDSERVE_PORT=8000
 
 USER foldserve
-EXPOSE 8000
+# HTTP (/predict, /v2, /metrics) and the Open Inference Protocol's gRPC service (FOLDSERVE_GRPC_PORT)
+EXPOSE 8000 8001
 
-# Healthy once /readyz answers 200: a model is loaded, verified and warmed up. urlopen raises on a 503.
+# Healthy once /readyz answers 200: every model has finished loading and one is ready. urlopen raises on a 503.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('FOLDSERVE_PORT', '8000'), timeout=4)"]
 

@@ -1,14 +1,15 @@
 """How much memory loading a model takes, estimated from its manifest before anything is allocated.
 
 The serving pipeline (:func:`app.serving.loading.load_model`) reads the checkpoint, simplifies and verifies
-it, then warms both networks up at every batch size up to ``max_batch_size``. Its peak is bounded by::
+it, then warms both networks up at the batch sizes it warms (at most ``warmup_batch``). Its peak is bounded by::
 
     runtime + network + samples + max(read, simplify, warm-up)
 
-``network`` is the float32 original, kept to the end; ``samples`` the verification images; ``read`` the
-state dict read beside the network it is copied into; ``simplify`` what :func:`app.simplify.simplify_bytes`
+``network`` is the float32 original, kept to the end (its weights are the state dict read from disk, assigned
+into a network built without weights of its own); ``samples`` the verification images; ``read`` a float32 copy
+of a state dict stored in another precision; ``simplify`` what :func:`app.simplify.simplify_bytes`
 counts (copies, float64 verification, the affine collapse); ``warm-up`` the simplified network plus one
-float32 batch of ``max_batch_size`` inputs and its forward pass. Measured against real loads in
+float32 batch of ``warmup_batch`` inputs and its forward pass. Measured against real loads in
 ``tests/serving/test_model_budget.py``.
 """
 
@@ -25,10 +26,11 @@ from app.store import CheckpointError, Manifest
 
 __all__ = ["RUNTIME_BYTES", "LoadEstimate", "check_budget", "estimate_load_bytes", "format_bytes"]
 
-RUNTIME_BYTES = 256 * 2**20
+RUNTIME_BYTES = 128 * 2**20
 """The first load in a process pays one-time costs (torch's CPU kernels, float64 convolutions, autograd) and the
-allocator keeps some of what it frees: 75-175 MiB measured above the modelled peak on 2 cores. Counted for every
-model, since which one comes first is not known here."""
+allocator keeps some of what it frees. Counted for every model, since which one comes first is not known here;
+with the rest of the estimate it keeps the whole between 1x and 4x of the peaks measured in a fresh process on
+2 cores (``tests/serving/test_model_budget.py``: 65-85 MiB for the three architectures there)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def estimate_load_bytes(
     input_shape: tuple[int, int, int],
     *,
     num_samples: int,
-    max_batch_size: int,
+    warmup_batch: int,
     max_affine_bytes: int,
 ) -> LoadEstimate:
     """Bound the memory of loading a model of ``config`` for ``input_shape`` inputs, allocating nothing.
@@ -76,11 +78,11 @@ def estimate_load_bytes(
         config: the architecture, as the manifest declares it.
         input_shape: ``(C, H, W)`` of one input.
         num_samples: images verified on besides the random ones (shipped, or ``verification_samples``).
-        max_batch_size: the largest batch the networks are warmed up on.
+        warmup_batch: the largest batch the networks are warmed up on.
         max_affine_bytes: the cap on a collapsed linear network's map.
     """
     network = state_bytes(config)
-    batch = max_batch_size * math.prod(input_shape) * 4 + forward_bytes(config, input_shape, max_batch_size, 4)
+    batch = warmup_batch * math.prod(input_shape) * 4 + forward_bytes(config, input_shape, warmup_batch, 4)
     return LoadEstimate(
         network=network,
         samples=num_samples * math.prod(input_shape) * 4,
@@ -90,13 +92,16 @@ def estimate_load_bytes(
     )
 
 
-def check_budget(manifest: Manifest, settings: Settings, *, num_samples: int, name: str) -> LoadEstimate:
+def check_budget(
+    manifest: Manifest, settings: Settings, *, num_samples: int, warmup_batch: int, name: str
+) -> LoadEstimate:
     """Refuse a model whose load would need more than ``settings.max_model_bytes``.
 
     Args:
         manifest: the model's validated manifest.
         settings: the budget and the knobs that size the load.
         num_samples: images verified on besides the random ones.
+        warmup_batch: the largest batch the networks are warmed up on.
         name: the manifest's path relative to the model store, for the message.
 
     Raises:
@@ -106,7 +111,7 @@ def check_budget(manifest: Manifest, settings: Settings, *, num_samples: int, na
         manifest.architecture.to_config(),
         manifest.input.shape,
         num_samples=num_samples,
-        max_batch_size=settings.max_batch_size,
+        warmup_batch=warmup_batch,
         max_affine_bytes=settings.max_affine_bytes,
     )
     if estimate.total > settings.max_model_bytes:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         default=None, description="model used when /predict names none; else first by name"
     )
+    model_control: Literal["explicit", "poll"] = Field(
+        default="explicit",
+        description="explicit: models change only through the repository API; poll: every worker also follows "
+        "the store, loading new and changed folders and unloading removed ones",
+    )
+    model_poll_s: float = Field(default=5.0, gt=0, description="with model_control=poll, seconds between looks")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the repository's load and unload; None: they are off (403)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
     torch_threads: int | None = Field(
         default=None,
@@ -34,8 +44,8 @@ class Settings(BaseSettings):
         description="torch intra-op threads; None: on the CPU one fewer than the usable cores, at least 1, so "
         "that the event loop and image decoding keep a core",
     )
-    # 4 GiB: the shipped models are estimated at 320 MiB (256 of it the runtime's first-load allowance), an
-    # ImageNet ResNet-152 (1000 classes, 3x224x224) at 2.9 GiB with the default batch and samples (app/budget.py);
+    # 4 GiB: the shipped models are estimated at about 195 MiB (128 of it the runtime's first-load allowance), an
+    # ImageNet ResNet-152 (1000 classes, 3x224x224) at 1.7 GiB with the default samples, on the CPU (app/budget.py);
     # the 9 G-parameter manifest of issue 10 at 609 GiB. Far enough under a typical host to leave room for others.
     max_model_bytes: int = Field(
         default=4 * 2**30, ge=1, description="estimated memory one model may take to load; beyond: refused unbuilt"
@@ -62,6 +72,17 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(
         default=False, description="one uvicorn log line per request; off by default: the metrics count requests"
+    )
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol's gRPC service, on the same host as HTTP; 0: no gRPC",
+    )
+    strict_readiness: bool = Field(
+        default=False,
+        description="keep /readyz and /v2/health/ready unready while any model has failed to load, not only while "
+        "one is loading",
     )
 
     max_headers: int = Field(default=100, ge=1, description="header fields of one request; beyond: 431")

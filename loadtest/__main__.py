@@ -1,4 +1,4 @@
-"""Entry point: ``python -m loadtest {comparison,overload,soak,run} ...``; user errors are one line on stderr."""
+"""Entry point: ``python -m loadtest SCENARIO ...`` (see ``--help``); user errors are one line on stderr."""
 
 import sys
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import httpx
 
+from loadtest import cli_versus, reference
 from loadtest.engines import ENGINES, make_engine
 from loadtest.images import digit_pngs, load_pngs
 from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
 from loadtest.report import write_report
 from loadtest.scenarios import CONCURRENCIES, Context, run_comparison, run_overload, run_single, run_soak
-from loadtest.server import ServerProcess, wait_until_ready
+from loadtest.server import ServerProcess, wait_until_all_ready, wait_until_ready
 from loadtest.stats import RequestRecord
 
 __all__ = ["build_parser", "main"]
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--rate", type=float, help="open loop at this many requests/s (default: closed loop)")
     single.add_argument("--requests", type=int, default=1000, help="request bound")
     single.add_argument("--duration", type=float, default=10.0, help="seconds bound")
+
+    cli_versus.add_parsers(sub)
+    reference.add_parser(sub)
     return parser
 
 
@@ -88,6 +92,7 @@ def _server(args: argparse.Namespace, out: Path) -> Iterator[tuple[str, ServerPr
         return
     env = dict(item.split("=", 1) for item in args.server_env)
     with ServerProcess(args.spawn, port=args.port, env=env, log_path=out / "server.log") as server:
+        wait_until_all_ready(server.base_url, int(env.get("FOLDSERVE_WORKERS", "1")))  # /readyz speaks for one worker
         yield server.base_url, server
 
 
@@ -180,6 +185,9 @@ def _ceiling(ctx: Context) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and write its report; the exit code is 1 when a scenario's checks fail."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "func"):  # versus, memory, reference: they start their own servers
+        args.argv = argv if argv is not None else sys.argv[1:]
+        return int(args.func(args))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("loadtest/results") / f"{args.scenario}-{args.engine}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Start and stop a local ``python -m app serve`` for a load test: free port, wait for /readyz, always stop."""
+"""Start and stop a local server (foldserve, or the reference) for a load test: free port, wait until ready, stop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from types import TracebackType
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "resident_memory_bytes", "wait_until_ready"]
+from loadtest.proctree import process_tree
+from loadtest.promtext import parse_metrics
+
+__all__ = [
+    "ReferenceProcess",
+    "ServerProcess",
+    "free_port",
+    "resident_memory_bytes",
+    "wait_until_all_ready",
+    "wait_until_ready",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -24,20 +34,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def resident_memory_bytes(pid: int) -> float | None:
-    """Resident set size of process ``pid`` from ``/proc`` (Linux), or None where it cannot be read."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """Resident set size of process ``pid`` and its descendants (workers) from ``/proc``, or None if unreadable."""
+    total = None
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
             if line.startswith("VmRSS:"):
-                return float(line.split()[1]) * 1024.0
-    except OSError:
-        return None
-    return None
+                total = (total or 0.0) + float(line.split()[1]) * 1024.0
+    return total
 
 
 def wait_until_ready(base_url: str, models: list[str], timeout: float = 300.0) -> None:
     """Wait until ``GET /models/{name}`` says ``ready`` for every model; raise if one failed or time runs out.
 
-    ``/readyz`` turns 200 as soon as one model is ready; the others may still be loading.
+    ``/readyz`` turns 200 once every model has finished loading and one is ready, which a model that failed does
+    not prevent (unless ``FOLDSERVE_STRICT_READINESS``); this waits for the named models to be ready themselves.
     """
     deadline = time.monotonic() + timeout
     waiting = list(models)
@@ -56,6 +70,37 @@ def wait_until_ready(base_url: str, models: list[str], timeout: float = 300.0) -
         time.sleep(0.5)
 
 
+def wait_until_all_ready(base_url: str, workers: int, timeout: float = 300.0) -> dict[str, str]:
+    """Wait until ``foldserve_workers`` equals ``workers`` and every model is ready (or failed) in every worker.
+
+    With several worker processes one ``/readyz`` or ``/models/{name}`` answer speaks for the worker that took
+    the connection only; ``/metrics`` sums all of them, and ``foldserve_model_ready`` is their minimum. A worker
+    creates every model's series (at 0) before it counts itself in ``foldserve_workers``. A model that is not
+    ready is asked after through ``/models/{name}``: one that failed to load is done (it fails in every worker).
+
+    Returns:
+        ``{model: "ready" | "failed"}``.
+    """
+    base_url = base_url.rstrip("/")
+    deadline = time.monotonic() + timeout
+    failed: set[str] = set()
+    while True:
+        metrics = parse_metrics(httpx.get(f"{base_url}/metrics", timeout=10.0).raise_for_status().text)
+        running = metrics.value("foldserve_workers") or 0.0
+        ready = {dict(ls)["model"]: v for (n, ls), v in metrics.samples.items() if n == "foldserve_model_ready"}
+        waiting = sorted(m for m, v in ready.items() if v < 1 and m not in failed)
+        if running == workers and ready and not waiting:
+            return {m: "failed" if m in failed else "ready" for m in ready}
+        for model in waiting:
+            if httpx.get(f"{base_url}/models/{model}", timeout=10.0).json().get("status") == "failed":
+                failed.add(model)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"not ready within {timeout} s: {running:g} of {workers} workers serving, models waiting {waiting}"
+            )
+        time.sleep(0.5)
+
+
 class ServerProcess:
     """``python -m app serve`` in a child process, listening on 127.0.0.1 only.
 
@@ -66,7 +111,8 @@ class ServerProcess:
     Args:
         model_store: the ``FOLDSERVE_MODEL_STORE`` the server reads.
         port: port to listen on; None picks a free one.
-        env: extra ``FOLDSERVE_*`` settings.
+        env: extra ``FOLDSERVE_*`` settings. The server serves no gRPC unless they set ``FOLDSERVE_GRPC_PORT``
+            (its default port is fixed, and load tests drive HTTP).
         ready_timeout: seconds to wait for ``/readyz``.
         log_path: where the server's output goes; None: a file next to nothing (discarded at exit).
     """
@@ -92,21 +138,39 @@ class ServerProcess:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
+    ready_path = "/readyz"  # answers 200 once the server can serve
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (the supervisor's, with several workers), None before it starts."""
+        return self.process.pid if self.process else None
+
     def __enter__(self) -> ServerProcess:
-        env = {**os.environ, "FOLDSERVE_MODEL_STORE": str(self.model_store), **self.env}
-        command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.start()
+        self.wait_ready()
+        return self
+
+    def start(self) -> None:
+        """Start the process and return at once (:meth:`wait_ready` waits for it; :meth:`stop` stops it)."""
+        env = {**os.environ, "FOLDSERVE_GRPC_PORT": "0", "FOLDSERVE_MODEL_STORE": str(self.model_store), **self.env}
         log = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT)
         finally:
             if self.log_path and not isinstance(log, int):
                 log.close()
+
+    def wait_ready(self) -> None:
+        """Wait until :attr:`ready_path` answers 200; on failure or timeout stop the server and raise."""
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
-        return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
@@ -116,14 +180,16 @@ class ServerProcess:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with code {self.process.returncode} before /readyz{self._log()}")
+                raise RuntimeError(
+                    f"the server exited with code {self.process.returncode} before {self.ready_path}{self._log()}"
+                )
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2.0).status_code == 200:
+                if httpx.get(f"{self.base_url}{self.ready_path}", timeout=2.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"/readyz did not answer 200 within {self.ready_timeout} s{self._log()}")
+        raise TimeoutError(f"{self.ready_path} did not answer 200 within {self.ready_timeout} s{self._log()}")
 
     def _log(self) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -131,7 +197,7 @@ class ServerProcess:
         return f"; last lines of {self.log_path}:\n" + "\n".join(self.log_path.read_text().splitlines()[-20:])
 
     def resident_memory(self) -> float | None:
-        """The server's resident set size in bytes, from ``/proc``."""
+        """The server's resident set size in bytes (its workers' included), from ``/proc``."""
         return resident_memory_bytes(self.process.pid) if self.process else None
 
     def stop(self) -> None:
@@ -144,3 +210,35 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class ReferenceProcess(ServerProcess):
+    """``python -m loadtest reference`` in a child process: the yardstick foldserve is measured against.
+
+    It loads every model before it listens, so ``/healthz`` answering 200 means ready.
+
+    Args:
+        model_store: the store it serves.
+        threads: torch intra-op threads; None: its default (cores - 1, as foldserve's).
+        port, ready_timeout, log_path: as for :class:`ServerProcess`.
+    """
+
+    ready_path = "/healthz"
+
+    def __init__(
+        self,
+        model_store: Path,
+        *,
+        threads: int | None = None,
+        port: int | None = None,
+        ready_timeout: float = 120.0,
+        log_path: Path | None = None,
+    ) -> None:
+        super().__init__(model_store, port=port, ready_timeout=ready_timeout, log_path=log_path)
+        self.threads = threads
+
+    def command(self) -> list[str]:
+        """``python -m loadtest reference --store STORE --port PORT [--threads N]``."""
+        command = [sys.executable, "-m", "loadtest", "reference", "--store", str(self.model_store)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        return command + (["--threads", str(self.threads)] if self.threads else [])

@@ -2,8 +2,10 @@
 # Opt-in end-to-end check of the Docker setup (`make docker-test`; not part of CI, needs a Docker engine).
 #
 # Builds the api image, runs `docker compose up -d` (api + Prometheus, host network), waits for /readyz and the
-# container's HEALTHCHECK, posts a digit to both variants, then asks Prometheus's HTTP API that the api target
-# is up, that a foldserve histogram holds the requests just sent and that the recording rules return data.
+# container's HEALTHCHECK, posts a digit to both variants, makes one Open Inference Protocol call over REST and one
+# over gRPC (port 8001, from inside the api container, whose image has grpcio and foldserve's stubs), then asks
+# Prometheus's HTTP API that the api target is up, that a foldserve histogram holds the requests just sent and
+# that the recording rules return data.
 # `docker compose down -v` runs on every exit. All traffic goes to 127.0.0.1 and every wait is bounded.
 #
 # Environment (all optional):
@@ -51,7 +53,7 @@ for image_var in BASE_IMAGE:local/python:3.11-bookworm PROMETHEUS_IMAGE:local/pr
   if [ -z "${!var:-}" ] && docker image inspect "$standin" >/dev/null 2>&1; then export "$var=$standin"; fi
 done
 log "BASE_IMAGE=${BASE_IMAGE:-(compose default)} PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-(compose default)}"
-for port in 8000 9090; do
+for port in 8000 8001 9090; do
   if python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$port" 2>/dev/null
   then fail "127.0.0.1:$port is already in use; stop what listens there first"; fi
 done
@@ -103,12 +105,10 @@ uid=$(compose exec -T api id -u)
 log "api runs as uid $uid ($(compose exec -T api id -un)); model store: $(compose exec -T api ls model_store | tr '\n' ' ')"
 
 # --- predictions --------------------------------------------------------------------------------------------
-# /readyz needs one model; give the others the rest of the readiness budget to finish loading.
-until curl -sf "$API/models" -o "$WORK/models.json" \
-  && [ "$(json "$WORK/models.json" "any(m['status'] == 'loading' for m in d['models'])")" = False ]; do
-  [ "$(date +%s)" -lt "$ready_deadline" ] || { log "models still loading after ${READY_TIMEOUT_S} s"; break; }
-  sleep 2
-done
+# /readyz waited for every model to finish loading (ready or failed).
+curl -sf "$API/models" -o "$WORK/models.json" || fail "GET /models failed"
+[ "$(json "$WORK/models.json" "any(m['status'] == 'loading' for m in d['models'])")" = False ] \
+  || fail "/readyz answered 200 while a model was still loading: $(cat "$WORK/models.json")"
 for line in $(json "$WORK/models.json" "' '.join('%s:%s:%s:speedup=%s' % (m['name'], m['status'], \
   (m.get('simplification') or {}).get('kind'), m.get('forward_speedup')) for m in d['models'])"); do log "model $line"; done
 [ "$(json "$WORK/models.json" "[m['name'] for m in d['models'] if m['status'] == 'failed']")" = "[]" ] \
@@ -154,6 +154,46 @@ code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' -H 'Content-Type: text/plai
   "$API/predict?model=$model")
 case "$code" in 4??) ;; *) fail "a text body to /predict answered $code, not a 4xx: $(cat "$WORK/bad.json")" ;; esac
 log "a text body answered $code: $(json "$WORK/bad.json" "d['error']")"
+
+# --- Open Inference Protocol: REST and gRPC ------------------------------------------------------------------
+code=$(curl -s -o /dev/null -w '%{http_code}' "$API/v2/health/ready")
+[ "$code" = 200 ] || fail "/v2/health/ready answered $code although /readyz answered 200"
+predict "$model" true "$WORK/predict.json"
+expected=$(json "$WORK/predict.json" "d['predictions'][0]['label']")
+# The digit as a BYTES input in Triton's binary tensor data layout, top class asked through classification.
+header_length=$(python3 - "$digit" "$WORK/v2-body.bin" <<'PY'
+import json, struct, sys
+png = open(sys.argv[1], "rb").read()
+image = {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4 + len(png)}}
+top1 = {"name": "probabilities", "parameters": {"classification": 1}}
+header = json.dumps({"inputs": [image], "outputs": [top1], "parameters": {"collapsed": True}}).encode()
+open(sys.argv[2], "wb").write(header + struct.pack("<I", len(png)) + png)
+print(len(header))
+PY
+)
+code=$(curl -s -o "$WORK/v2-rest.json" -w '%{http_code}' --data-binary @"$WORK/v2-body.bin" \
+  -H "Inference-Header-Content-Length: $header_length" "$API/v2/models/$model/infer")
+[ "$code" = 200 ] || fail "POST /v2/models/$model/infer answered $code: $(cat "$WORK/v2-rest.json")"
+rest=$(json "$WORK/v2-rest.json" "d['parameters']['variant'], d['outputs'][0]['data'][0].split(':')[2]")
+log "v2 REST: $rest (/predict: $expected)"
+[ "$rest" = "collapsed $expected" ] || fail "v2 REST answered $rest, /predict the label $expected"
+# shellcheck disable=SC2016
+grpc_call='
+import sys, grpc
+from app.serving.v2 import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+from app.serving.v2.binary import deserialize_bytes_elements
+request = pb.ModelInferRequest(model_name=sys.argv[1])
+request.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(sys.stdin.buffer.read())
+request.outputs.add(name="probabilities").parameters["classification"].int64_param = 1
+request.parameters["collapsed"].bool_param = False
+with grpc.insecure_channel("127.0.0.1:8001") as channel:
+    answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+(top,) = deserialize_bytes_elements("probabilities", answer.raw_output_contents[0], 1)
+print(answer.parameters["variant"].string_param, top.decode().split(":")[2])
+'
+grpc=$(compose exec -T api python3 -c "$grpc_call" "$model" <"$digit") || fail "the gRPC ModelInfer call failed"
+log "v2 gRPC (original): $grpc"
+[ "$grpc" = "original $expected" ] || fail "v2 gRPC answered '$grpc', /predict the label $expected"
 log "Prometheus checks use the default model, $model"
 
 # --- Prometheus ---------------------------------------------------------------------------------------------

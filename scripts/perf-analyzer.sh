@@ -12,8 +12,15 @@
 # What it asks of the server (HTTP): GET /v2 (the extensions: server-side statistics are fetched only when
 # "statistics" is listed), GET /v2/models/NAME (metadata), GET /v2/models/NAME/config (Triton's model
 # configuration extension: max_batch_size, input[].name, output[].name, ...), then POST .../infer with binary
-# inputs. Its default input data is random bytes, which for FP32 inputs include NaN and infinities that foldserve
-# refuses (400): pass --input-data zero, or --input-data FILE.json with real pixels.
+# inputs. It sends data for every input the model declares, and foldserve models declare two, of which a request
+# carries one (`input`, FP32, and `image`, BYTES, marked optional in the configuration, which perf_analyzer 2.40
+# honours only for data read from a file): generated data (random, or --input-data zero) therefore fails with
+# "a request carries one input". Pass --input-data FILE.json naming only `input`, e.g. zeros for a 28x28 model:
+#   python3 -c "import json; print(json.dumps({'data': [{'input': [0.0] * 784}]}))" > zeros.json
+#   make perf-analyzer ARGS="-m linear-resnet18-mnist -u 127.0.0.1:8000 -i http --input-data zeros.json"
+# (random bytes would also hold NaN and infinities, which foldserve refuses with 400). Over gRPC (-i grpc)
+# perf_analyzer asks Triton's ModelConfig RPC, which the KServe protocol foldserve serves does not define: it stops
+# with "failed to get model config: Method not found!".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,13 +1,14 @@
 """The application: :func:`create_app`, the lifespan that loads the models, and the dispatch of the hot routes.
 
 Models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
-when the models are ready, and a model that fails is listed in ``/models`` with its reason. Nothing loads
-at import time.
+when every model has finished loading and one is ready, and a model that fails is listed in ``/models`` with
+its reason. Nothing loads at import time. The lifespan also starts and stops the Open Inference Protocol's gRPC
+server (:mod:`app.serving.v2.grpc_server`) in the same event loop, on ``FOLDSERVE_GRPC_PORT``.
 
-The inference routes (``POST /predict``) are plain ASGI callables answered by :class:`FoldServeAPI` before
-FastAPI's middleware and routing; every other route is an ordinary FastAPI route. They are also registered
-as routes, so that they exist for the router (a ``GET /predict`` gets 405) and in the OpenAPI document
-(:mod:`app.serving.openapi`).
+The inference routes (``POST /predict``, ``POST /v2/models/{name}[/versions/{version}]/infer``) are plain ASGI
+callables answered by :class:`FoldServeAPI` before FastAPI's middleware and routing; every other route is an
+ordinary FastAPI route. They are also registered as routes, so that they exist for the router (a ``GET
+/predict`` gets 405) and in the OpenAPI document (:mod:`app.serving.openapi`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import torch
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings, get_settings
@@ -32,8 +35,15 @@ from app.serving.metrics import ServingMetrics
 from app.serving.openapi import install_openapi
 from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
+from app.serving.repository import ModelControl
+from app.serving.repository import router as repository_router
 from app.serving.routes import router
 from app.serving.state import ServingState
+from app.serving.v2.grpc_server import start_grpc_server
+from app.serving.v2.rest_infer import INFER_PATHS
+from app.serving.v2.rest_infer import infer as v2_infer
+from app.serving.v2.routes import router as v2_router
+from app.serving.v2.service import InferenceService
 
 __all__ = ["FoldServeAPI", "create_app", "torch_threads"]
 
@@ -43,14 +53,34 @@ HotRoute = Callable[[ServingState, Scope, Receive, Send], Awaitable[None]]
 
 
 class FoldServeAPI(FastAPI):
-    """FastAPI, with the inference routes answered before its middleware and routing."""
+    """FastAPI, with the inference routes (``POST`` only) answered before its middleware and routing."""
 
-    hot_routes: dict[str, HotRoute]
+    hot_routes: dict[str, HotRoute]  # path, with {parameters} as Starlette writes them -> handler
     serving: ServingState
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_routes = {}
+        self._hot_patterns: list[tuple[re.Pattern[str], HotRoute]] = []
+
+    def add_hot_route(self, path: str, route: HotRoute) -> None:
+        """Answer ``POST path`` with ``route``; path parameters arrive in ``scope["path_params"]``."""
+        self.hot_routes[path] = route
+        if "{" in path:
+            self._hot_patterns.append((compile_path(path)[0], route))
+        # a partial is no function: Starlette runs it as an ASGI app
+        self.router.routes.append(Route(path, partial(route, self.serving), methods=["POST"], include_in_schema=False))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            route = self.hot_routes.get(_route_path(scope))
+            path = _route_path(scope)
+            route = self.hot_routes.get(path)
+            if route is None:
+                for pattern, candidate in self._hot_patterns:
+                    match = pattern.match(path)
+                    if match is not None:
+                        route, scope["path_params"] = candidate, match.groupdict()
+                        break
             if route is not None:
                 await route(self.serving, scope, receive, send)
                 return
@@ -92,17 +122,26 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models = ModelRegistry(settings, metrics, device)
         models.discover()
         app.state.models = models
+        app.state.model_control = control = ModelControl(models, settings)
         serving.plane = DataPlane(models, settings)
+        serving.v2 = InferenceService(serving.plane)
+        stop_grpc = await start_grpc_server(serving) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
-        loading = loop.create_task(models.load_all(), name="foldserve-load-models")
-        watching = loop.create_task(_watch_memory(metrics), name="foldserve-memory")
+        tasks = [
+            loop.create_task(models.load_all(), name="foldserve-load-models"),
+            loop.create_task(_watch_memory(metrics), name="foldserve-memory"),
+        ]
+        if settings.model_control == "poll":
+            tasks.append(loop.create_task(_follow_store(tasks[0], control), name="foldserve-follow-store"))
         try:
             yield
         finally:
-            for task in (loading, watching):
+            if stop_grpc is not None:  # after uvicorn drained HTTP; calls in flight end within their deadline
+                await stop_grpc(min(settings.drain_s, settings.request_timeout_s))
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(loading, watching, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
             serving.plane.close()
 
@@ -113,16 +152,23 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         lifespan=lifespan,
     )
     app.serving = serving
-    app.hot_routes = {"/predict": predict}
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.device = device
     install_error_handlers(app)
     app.include_router(router)
-    for path, route in app.hot_routes.items():  # a partial is no function: Starlette runs it as an ASGI app
-        app.router.routes.append(Route(path, partial(route, serving), methods=["POST"], include_in_schema=False))
+    app.include_router(v2_router)
+    app.include_router(repository_router)
+    app.add_hot_route("/predict", predict)
+    for path in INFER_PATHS:
+        app.add_hot_route(path, v2_infer)
     install_openapi(app)
     return app
+
+
+async def _follow_store(loading: asyncio.Task[None], control: ModelControl) -> None:
+    await asyncio.wait([loading])  # the store is followed from where the first loads left it
+    await control.follow_store()
 
 
 async def _watch_memory(metrics: ServingMetrics) -> None:

@@ -10,14 +10,13 @@ collapsed network itself. Everything a client may get wrong is still checked, an
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from app.serving.errors import ClientDisconnected, InvalidParameter, Overloaded, ServingError, error_response
-from app.serving.metrics import RequestSeries, ServingMetrics, VariantSeries
+from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, error_response
+from app.serving.metrics import RequestClock, ServingMetrics
 
 __all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
 
@@ -92,18 +91,15 @@ class Exchange:
 
     def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, error_body: ErrorEncoder | None = None):
         self._send = send
-        self._metrics = metrics
         self._protocol = protocol
         self._error_body = error_body
-        self._series: RequestSeries | None = None
-        self._variant: VariantSeries | None = None
+        self._clock = RequestClock(metrics, protocol)
+        self._error: ServingError | None = None
         self._status = 500
-        self._started = time.perf_counter()
 
     def resolved(self, model: str, variant: str) -> None:
-        """Count this request under ``model``'s ``variant``."""
-        self._series = self._metrics.request(model, variant, self._protocol)
-        self._variant = self._metrics.variant(model, variant)
+        """Count this request under ``model``'s ``variant`` (the last call wins)."""
+        self._clock.resolved(model, variant)
 
     async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
         """Send the 200 answer."""
@@ -120,8 +116,7 @@ class Exchange:
                     self._status = error.status_code
                 return error is not None
             if isinstance(error, ServingError):
-                if isinstance(error, Overloaded) and self._variant is not None:
-                    self._variant.rejections("overloaded").inc()  # the byte budget and decode pool do not count
+                self._error = error
                 await self._send_error(error)
                 return True
             if isinstance(error, Exception):
@@ -130,8 +125,7 @@ class Exchange:
                 return True
             return False  # cancellation and the like: let them through
         finally:
-            series = self._series or self._metrics.request("", "", self._protocol)
-            series.done(self._status, time.perf_counter() - self._started)
+            self._clock.done(self._status, self._error)
 
     async def _send_error(self, error: ServingError) -> None:
         self._status, headers, body = error_response(error)

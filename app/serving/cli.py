@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 __all__ = ["add_parsers", "serve"]
 
@@ -32,5 +33,19 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     if not settings.model_store.is_dir():
         raise FileNotFoundError(f"model store {settings.model_store} is not a folder (set FOLDSERVE_MODEL_STORE)")
+    if settings.grpc_port and settings.workers > 1:
+        _check_port_free(settings.host, settings.grpc_port)
     run_server(settings)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a gRPC port that another server holds: workers bind it with ``SO_REUSEPORT``, which would share it
+    with that server (of the same user) unnoticed. One worker binds without, and fails by itself."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot serve gRPC on {host}:{port} (FOLDSERVE_GRPC_PORT): {exc.strerror}") from None

@@ -17,11 +17,14 @@ values from several workers combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.serving.errors import Overloaded
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -33,6 +36,7 @@ __all__ = [
     "STATUSES",
     "VARIANTS",
     "BatcherMetrics",
+    "RequestClock",
     "RequestSeries",
     "ServingMetrics",
     "VariantSeries",
@@ -113,6 +117,41 @@ class RequestSeries:
         counter.inc()
         if self.duration is not None:
             self.duration.observe(seconds)
+
+
+class RequestClock:
+    """One inference request's accounting, whatever door it came through: timed from its creation, and counted
+    once, by :meth:`done`, under the model and variant it resolved to (none if it never did).
+
+    Args:
+        metrics: where the request is counted.
+        protocol: one of :data:`PROTOCOLS`.
+    """
+
+    __slots__ = ("_metrics", "_protocol", "_series", "_started", "_variant")
+
+    def __init__(self, metrics: ServingMetrics, protocol: str) -> None:
+        self._metrics = metrics
+        self._protocol = protocol
+        self._series: RequestSeries | None = None
+        self._variant: VariantSeries | None = None
+        self._started = time.perf_counter()
+
+    def resolved(self, model: str, variant: str) -> None:
+        """Count this request under ``model``'s ``variant`` (the last call wins)."""
+        self._series = self._metrics.request(model, variant, self._protocol)
+        self._variant = self._metrics.variant(model, variant)
+
+    def done(self, status: int, error: BaseException | None = None) -> None:
+        """Count the request as answered with the HTTP ``status`` (gRPC: its service error's status).
+
+        An :class:`~app.serving.errors.Overloaded` refusal also counts as a rejection ``overloaded`` of the
+        variant: the byte budget and the decode pool, which raise it, do not count their own.
+        """
+        if isinstance(error, Overloaded) and self._variant is not None:
+            self._variant.rejections("overloaded").inc()
+        series = self._series or self._metrics.request("", "", self._protocol)
+        series.done(status, time.perf_counter() - self._started)
 
 
 class ServingMetrics:

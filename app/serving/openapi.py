@@ -13,8 +13,13 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app.serving.bodies import FILE_FIELD
+from app.serving.errors import is_v2_path
 from app.serving.predict import MAX_MODEL_NAME, MAX_TOP_K
+from app.serving.repository import RepositoryModel
 from app.serving.schemas import ErrorBody, PredictResponse
+from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
+from app.serving.v2.rest_infer import INFER_PATHS
+from app.serving.v2.schemas import InferRequestBody, InferResponseBody, V2ErrorBody
 
 __all__ = ["install_openapi"]
 
@@ -28,6 +33,15 @@ _ERRORS = {
     "503": "the model is loading or failed, its queue is full, or the server is overloaded (Retry-After)",
     "504": "no answer within the request deadline",
 }
+_V2_ERRORS = {
+    "400": "not a valid inference request: JSON, binary header, input name, datatype, shape, data size, a NaN or "
+    "infinite value, an unknown output or parameter, an unreadable image",
+    "404": "no such model, or no such version of it",
+    "408": "the body did not arrive within the deadline or at the least upload rate",
+    "413": "the body, the tensor elements, an image or the images together, or their number, past a limit",
+    "503": "the model is loading, its queue is full, or the server is overloaded (Retry-After); or it failed to load",
+    "504": "no answer within the request deadline",
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -38,6 +52,11 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             schema["paths"]["/predict"] = {"post": _predict_operation(app, components)}
+            for path in INFER_PATHS:
+                schema["paths"][path] = {"post": _v2_infer_operation(app, components, path)}
+            schema["paths"]["/v2/repository/index"] = {
+                method: _index_operation(method, components) for method in ("get", "post")
+            }
             _document_errors(schema, components)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -54,9 +73,12 @@ _ROUTE_ERRORS = {
 
 def _document_errors(schema: dict[str, Any], components: dict[str, Any]) -> None:
     """Give every FastAPI operation the service's real error body: FastAPI documents its own
-    ``{"detail": ...}`` for 422, which the service never sends (its handlers answer ``{"error": ...}``)."""
-    error = {"application/json": {"schema": _ref(ErrorBody, components)}}
+    ``{"detail": ...}`` for 422, which the service never sends (its handlers answer ``{"error": ...}``, under
+    ``/v2`` the protocol's ``{"error": "..."}``)."""
+    service_error = {"application/json": {"schema": _ref(ErrorBody, components)}}
+    v2_error = {"application/json": {"schema": _ref(V2ErrorBody, components)}}
     for path, operations in schema["paths"].items():
+        error = v2_error if is_v2_path(path) else service_error
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if "422" in responses:
@@ -118,6 +140,53 @@ def _predict_operation(app: FastAPI, components: dict[str, Any]) -> dict[str, An
             },
         },
         "responses": responses,
+    }
+
+
+def _v2_infer_operation(app: FastAPI, components: dict[str, Any], path: str) -> dict[str, Any]:
+    settings = app.state.settings
+    error = {"application/json": {"schema": _ref(V2ErrorBody, components)}}
+    length = {"schema": {"type": "integer", "minimum": 1}, "description": "bytes of the JSON header"}
+    binary = {"schema": {"type": "string", "format": "binary", "maxLength": settings.max_body_bytes}}
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "the outputs asked for; as binary data after the JSON header when the request asked so",
+            "content": {**_json(InferResponseBody, components), "application/octet-stream": binary},
+            "headers": {INFERENCE_HEADER_CONTENT_LENGTH: length},
+        }
+    }
+    responses.update({status: {"description": text, "content": error} for status, text in _V2_ERRORS.items()})
+    responses["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    parameters = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if "{version}" in path:
+        parameters.append({"name": "version", "in": "path", "required": True, "schema": {"type": "string"}})
+    parameters.append({"name": INFERENCE_HEADER_CONTENT_LENGTH, "in": "header", "required": False, **length})
+    return {
+        "tags": ["v2"],
+        "summary": "Infer (Open Inference Protocol)",
+        "description": "One input: `input`, FP32 [N, C, H, W] normalised as the model metadata says, or `image`, "
+        f"BYTES [N] of encoded images; N from 1 to {settings.max_images_per_request}. Outputs `logits` and "
+        "`probabilities` (FP32 [N, K]), or their top k with the `classification` parameter. The request parameter "
+        "`collapsed` (default true) picks the simplified network, false the original; the response parameter "
+        "`variant` says which answered. With Triton's binary tensor data extension the body is a JSON header of "
+        f"`{INFERENCE_HEADER_CONTENT_LENGTH}` bytes followed by the inputs' bytes.",
+        "operationId": "v2_infer_version" if "{version}" in path else "v2_infer",
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "content": {**_json(InferRequestBody, components), "application/octet-stream": binary},
+        },
+        "responses": responses,
+    }
+
+
+def _index_operation(method: str, components: dict[str, Any]) -> dict[str, Any]:
+    listing = {"type": "array", "items": _ref(RepositoryModel, components)}
+    return {
+        "tags": ["repository"],
+        "summary": "Every model folder of the store, with its state",
+        "operationId": f"repository_index_{method}",
+        "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": listing}}}},
     }
 
 

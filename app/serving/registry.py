@@ -3,12 +3,15 @@
 :meth:`ModelRegistry.discover` lists the store; :meth:`ModelRegistry.load_all` runs the loading pipeline
 (:func:`app.serving.loading.load_model`) for each model in a worker thread, one after the other, then makes
 its two :class:`Variant` s, each with its own :class:`DynamicBatcher`. A model that fails keeps its reason
-and the others are served.
+and the others are served. :meth:`ModelRegistry.readiness` is the service's one readiness rule, behind
+``/readyz``, ``/v2/health/ready`` and gRPC's ``ServerReady``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +22,17 @@ from torch import nn
 
 from app.config import Settings
 from app.serving.batching import DynamicBatcher
-from app.serving.errors import ModelFailed, ModelNotFound, ModelNotReady, Unavailable
+from app.serving.errors import LoadFailed, ModelFailed, ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
 from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
 from app.simplify import SimplificationError
 from app.store import CheckpointError, discover_models
 
-__all__ = ["ModelEntry", "ModelRegistry", "Variant"]
+__all__ = ["ModelEntry", "ModelRegistry", "Readiness", "Variant"]
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["loading", "ready", "failed"]
+Status = Literal["loading", "ready", "failed", "unloaded"]
 
 
 @dataclass
@@ -59,7 +62,8 @@ class ModelEntry:
     name: str  # the folder's name, used in URLs and metric labels
     path: Path
     status: Status = "loading"
-    reason: str | None = None  # why it failed
+    reason: str | None = None  # why it failed, or was unloaded
+    last_error: str | None = None  # why the last load failed, also while an older version still serves
     loaded: LoadedModel | None = None
     report: dict[str, Any] | None = None  # the simplification report, also kept when verification failed
     variants: dict[str, Variant] = field(default_factory=dict)
@@ -68,6 +72,31 @@ class ModelEntry:
     def batchers(self) -> dict[str, DynamicBatcher]:
         """The batcher of each variant."""
         return {name: variant.batcher for name, variant in self.variants.items()}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service is ready, and what keeps it from being so."""
+
+    ready: bool
+    models: list[str]  # the models that serve
+    loading: list[str]  # the models still loading
+    failed: dict[str, str]  # each model that failed to load, and why
+    strict: bool  # FOLDSERVE_STRICT_READINESS: a failed model also keeps the service unready
+
+    @property
+    def reason(self) -> str:
+        """Why the service is not ready (empty when it is)."""
+        if self.ready:
+            return ""
+        failed = "; ".join(f"{name}: {reason}" for name, reason in self.failed.items())
+        if self.loading:
+            return f"still loading: {', '.join(self.loading)}"
+        if not self.models and not self.failed:
+            return "the model store holds no model"
+        if not self.models:
+            return f"no model is ready; failed to load: {failed}"
+        return f"strict readiness and models failed to load: {failed}"
 
 
 class ModelRegistry:
@@ -89,30 +118,68 @@ class ModelRegistry:
 
     async def load_all(self) -> None:
         """Load every discovered model in turn, off the event loop."""
-        for entry in self.entries.values():
-            await self._load(entry)
+        for entry in list(self.entries.values()):
+            with contextlib.suppress(LoadFailed):  # logged, and kept in the entry
+                await self.load(entry)
+        # the objects made so far (modules, models, the web stack) live as long as the process: moved out of the
+        # collector's way, a full collection no longer walks them in the middle of a request (a tail-latency spike)
+        gc.freeze()
 
-    async def _load(self, entry: ModelEntry) -> None:
+    async def load(self, entry: ModelEntry) -> None:
+        """Load (or load again) ``entry`` from its folder, off the event loop, and serve it once verified.
+
+        A version already served keeps answering until the new one is ready; then requests go to the new
+        one, and the old one finishes what it holds. A load that fails leaves the served version serving
+        (the failure is kept in ``entry.last_error``), or marks a model that was not served ``failed``.
+
+        Raises:
+            LoadFailed: the folder cannot be loaded (the message says why).
+        """
         logger.info("loading %s from %s", entry.name, entry.path)
+        if entry.status != "ready":
+            entry.status = "loading"
         try:
             loaded = await asyncio.to_thread(load_model, entry.path, self.settings, self.device)
-        except (CheckpointError, SimplificationError) as exc:
-            self._fail(entry, str(exc), getattr(exc, "report", None))
-            return
-        except Exception as exc:  # a bug or a resource problem: keep serving the other models
-            logger.exception("loading %s failed unexpectedly", entry.name)
-            self._fail(entry, f"unexpected error while loading: {type(exc).__name__}: {exc}", None)
-            return
-        for name in VARIANTS:
-            entry.variants[name] = self._variant(entry.name, name, loaded)
+        except Exception as exc:
+            reason, report = _failure(entry, exc)
+            if entry.status == "ready":
+                logger.error("loading %s again failed; the version served stays: %s", entry.name, reason)
+            else:
+                logger.error("model %s is not served: %s", entry.name, reason)
+                entry.status, entry.reason, entry.report = "failed", reason, report
+            entry.last_error = reason
+            raise LoadFailed(f"model {entry.name!r} was not loaded: {reason}") from None
+        previous = entry.variants
+        entry.variants = {name: self._variant(entry.name, name, loaded) for name in VARIANTS}
         entry.loaded, entry.report, entry.status = loaded, loaded.report, "ready"
+        entry.reason = entry.last_error = None
         self._record(entry)
+        self._retire(previous)
         logger.info(
-            "%s ready: %s, forward pass %.1f µs collapsed (%s) and %.1f µs original (%s)",
+            "%s ready (version %s): %s, forward pass %.1f µs collapsed (%s) and %.1f µs original (%s)",
             entry.name,
+            loaded.manifest.version,
             loaded.report["kind"],
             *(x for v in entry.variants.values() for x in (loaded.latency_s[v.name] * 1e6, _path(v))),
         )
+
+    def unload(self, entry: ModelEntry) -> None:
+        """Stop serving ``entry``: new requests are refused at once, requests already inside finish."""
+        previous = entry.variants
+        entry.variants, entry.loaded, entry.status, entry.reason = {}, None, "unloaded", "unloaded at runtime"
+        self.metrics.model_ready.labels(model=entry.name).set(0)
+        self._retire(previous)
+        logger.info("%s unloaded", entry.name)
+
+    def _retire(self, variants: dict[str, Variant]) -> None:
+        """Close the batchers of variants no longer served, once no request can still hold them: a request
+        resolves its variant once, and every request ends by its deadline."""
+        if not variants:
+            return
+        loop = asyncio.get_running_loop()
+        grace = self.settings.request_timeout_s + 1.0
+        for variant in variants.values():
+            loop.call_later(grace, _close_soon, variant.batcher)
 
     def _variant(self, model: str, name: str, loaded: LoadedModel) -> Variant:
         series = self.metrics.variant(model, name)
@@ -128,10 +195,6 @@ class ModelRegistry:
         batcher.start()
         inline = loaded.latency_s[name] * 1e6 <= self.settings.inline_max_forward_us
         return Variant(model, name, loaded, batcher, series, inline)
-
-    def _fail(self, entry: ModelEntry, reason: str, report: dict[str, Any] | None) -> None:
-        logger.error("model %s is not served: %s", entry.name, reason)
-        entry.status, entry.reason, entry.report = "failed", reason, report or None
 
     def _record(self, entry: ModelEntry) -> None:
         m, name = self.metrics, entry.name
@@ -152,6 +215,16 @@ class ModelRegistry:
     def ready(self) -> list[str]:
         """Names of the models that serve, sorted."""
         return [name for name, entry in self.entries.items() if entry.status == "ready"]
+
+    def readiness(self) -> Readiness:
+        """The readiness rule: every model has finished loading (ready or failed) and at least one is ready; in
+        strict mode (``settings.strict_readiness``) none may have failed either."""
+        loading = [name for name, entry in self.entries.items() if entry.status == "loading"]
+        failed = {name: entry.reason or "" for name, entry in self.entries.items() if entry.status == "failed"}
+        ready = self.ready
+        strict = self.settings.strict_readiness
+        verdict = not loading and bool(ready) and not (strict and failed)
+        return Readiness(verdict, ready, loading, failed, strict)
 
     def get(self, name: str) -> ModelEntry:
         """The model called ``name``, whatever its state.
@@ -179,6 +252,8 @@ class ModelRegistry:
             return found
         if entry.status == "loading":
             raise ModelNotReady(f"model {entry.name!r} is still loading", retry_after_s=self.settings.retry_after_s)
+        if entry.status == "unloaded":
+            raise ModelNotFound(f"model {entry.name!r} is unloaded; loading it again is an operator's call")
         raise ModelFailed(f"model {entry.name!r} failed to load: {entry.reason}")
 
     def _default_name(self) -> str:
@@ -193,6 +268,23 @@ class ModelRegistry:
         for entry in self.entries.values():
             for variant in entry.variants.values():
                 await variant.batcher.close()
+
+
+def _close_soon(batcher: DynamicBatcher) -> None:
+    task = asyncio.get_running_loop().create_task(batcher.close(), name="foldserve-retire-batcher")
+    _RETIRING.add(task)  # keep a reference until it is done, as asyncio asks
+    task.add_done_callback(_RETIRING.discard)
+
+
+_RETIRING: set[asyncio.Task[None]] = set()
+
+
+def _failure(entry: ModelEntry, exc: Exception) -> tuple[str, dict[str, Any] | None]:
+    """Why loading ``entry`` failed, as a client may read it, and the simplification report if there is one."""
+    if isinstance(exc, CheckpointError | SimplificationError):
+        return str(exc), getattr(exc, "report", None) or None
+    logger.exception("loading %s failed unexpectedly", entry.name, exc_info=exc)  # a bug or a resource problem
+    return f"unexpected error while loading: {type(exc).__name__}", None
 
 
 def _path(variant: Variant) -> str:

@@ -27,11 +27,12 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, tags=["health"])
 async def readyz(request: Request) -> Readiness:
-    """200 once at least one model is loaded, verified and warmed up; 503 before."""
-    models = _models(request)
-    if not models.ready:
-        raise Unavailable("no model is ready yet", retry_after_s=request.app.state.settings.retry_after_s)
-    return Readiness(models=models.ready)
+    """200 once every model has finished loading and at least one is ready (strict mode: and none failed), with
+    the failed models and their reasons; 503 before, saying what it waits for."""
+    readiness = _models(request).readiness()
+    if not readiness.ready:
+        raise Unavailable(f"not ready: {readiness.reason}", retry_after_s=request.app.state.settings.retry_after_s)
+    return Readiness(models=readiness.models, failed=readiness.failed)
 
 
 @router.get("/models", response_model=ModelList, tags=["models"])

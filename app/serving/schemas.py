@@ -79,7 +79,8 @@ class ModelInfo(BaseModel):
     """A model of the store: what it is, how it was simplified and verified, and whether it serves."""
 
     name: str
-    status: Literal["loading", "ready", "failed"]
+    status: Literal["loading", "ready", "failed", "unloaded"]
+    last_error: str | None = Field(default=None, description="why the last load failed, while an older version serves")
     reason: str | None = None
     version: str | None = None
     architecture: dict[str, Any] | None = None
@@ -110,12 +111,19 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
-    models: list[str]
+    models: list[str] = Field(description="the models that serve")
+    failed: dict[str, str] = Field(default_factory=dict, description="each model that failed to load, and why")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
     """Describe ``entry`` for /models."""
-    info = ModelInfo(name=entry.name, status=entry.status, reason=entry.reason, simplification=_finite(entry.report))
+    info = ModelInfo(
+        name=entry.name,
+        status=entry.status,
+        reason=entry.reason,
+        last_error=entry.last_error,
+        simplification=_finite(entry.report),
+    )
     loaded = entry.loaded
     if loaded is None:
         return info

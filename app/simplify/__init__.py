@@ -114,7 +114,8 @@ def simplify(
     """
     start = time.perf_counter()
     param = next(model.parameters())
-    original = copy.deepcopy(model).eval()
+    # transforms never modify their input; a model not already in eval mode is copied so that it stays as given
+    original = model if not model.training else copy.deepcopy(model).eval()
     module, report = _transform(original, input_shape, max_affine_bytes)
     transform_seconds = time.perf_counter() - start
     inputs = _random_inputs(input_shape, num_random, param.device, seed)

@@ -8,8 +8,8 @@ simplified module and its float32 verification inputs, and on top of those runs 
   passes at a time, with autograd (reverse mode) or an identity matrix (forward mode), its float64 rows
   twice while they are joined, and the float32 map. A map over ``max_affine_bytes`` is declined after
   ``f(0)``;
-- verification: float64 copies of the original and of the simplified network, one after the other, and
-  the inputs in float64 through a forward pass of all of them at once.
+- verification: float64 copies of the original and of the simplified network, one after the other, each
+  running the inputs in float64 a few at a time (``COMPARE_CHUNK_VALUES``).
 
 Every figure is an upper bound; ``tests/serving/test_model_budget.py`` compares the whole load with measured peaks.
 """
@@ -21,7 +21,7 @@ import math
 from app.nets.footprint import forward_bytes, state_bytes
 from app.nets.resnet import ResNetConfig
 from app.simplify.affine import PASSES_PER_CHUNK, affine_bytes
-from app.simplify.verify import AFFINITY_TRIALS, NUM_RANDOM_INPUTS
+from app.simplify.verify import AFFINITY_TRIALS, COMPARE_CHUNK_VALUES, NUM_RANDOM_INPUTS
 
 __all__ = ["simplified_bytes", "simplify_bytes"]
 
@@ -59,8 +59,10 @@ def _collapse_bytes(config: ResNetConfig, input_shape: tuple[int, int, int], col
 
 def _verify_bytes(config: ResNetConfig, input_shape: tuple[int, int, int], num_inputs: int, module: int) -> int:
     copies = 3 * max(state_bytes(config), module)  # a float32 deep copy, then its float64 parameters
-    inputs = num_inputs * math.prod(input_shape) * _F64
-    return copies + inputs + forward_bytes(config, input_shape, num_inputs, _F64)
+    size = math.prod(input_shape)
+    chunk = min(num_inputs, max(1, COMPARE_CHUNK_VALUES // size))  # inputs evaluated at once
+    outputs = num_inputs * config.num_classes * _F64
+    return copies + chunk * size * _F64 + outputs + forward_bytes(config, input_shape, chunk, _F64)
 
 
 def simplify_bytes(

@@ -183,10 +183,17 @@ def load_checkpoint(
     if digest != manifest.weights.sha256:
         raise CheckpointError(name, f"sha256 mismatch: file has {digest}, manifest says {manifest.weights.sha256}")
     state = _read_tensors(real, name, store)
-    model = build_resnet(manifest.architecture.to_config())
+    with torch.device("meta"):  # no random initial weights that the checkpoint's would replace: one copy in memory
+        model = build_resnet(manifest.architecture.to_config())
     _check_state(name, model, state)
-    model.load_state_dict(state, strict=True)
+    state = {key: _as_float32(tensor) for key, tensor in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
     return manifest, model.eval().to(device)
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Floating tensors as float32 (the model's dtype; a copy only where the file held another)."""
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def save_checkpoint(

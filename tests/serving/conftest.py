@@ -67,6 +67,7 @@ def fast_settings(store: Path, **overrides: Any) -> Settings:
         "max_wait_ms": 1.0,
         "max_queue_size": 64,
         "request_timeout_s": 10.0,
+        "grpc_port": 0,  # in-process apps serve no gRPC (tests/serving/v2/test_wire.py runs a real server)
         **overrides,
     }
     return Settings(**values)

@@ -45,7 +45,7 @@ def test_healthz(client: TestClient) -> None:
 def test_readyz_lists_ready_models(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "models": ["annealed", "linear"]}
+    assert response.json() == {"status": "ready", "models": ["annealed", "linear"], "failed": {}}
 
 
 def test_models_lists_both_with_their_simplification(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,23 @@ def test_missing_store_is_one_line_and_exit_2(
 def test_bad_port_is_refused(uvicorn_calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "70000"]) == 2
     assert "--port must be between 1 and 65535, got 70000" in capsys.readouterr().err
+
+
+def test_workers_refuse_a_grpc_port_that_another_server_holds(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    uvicorn_calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers bind gRPC with SO_REUSEPORT, which would share the port with that server unnoticed."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as grpcio binds by default
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setenv("FOLDSERVE_MODEL_STORE", str(tmp_path))
+        monkeypatch.setenv("FOLDSERVE_WORKERS", "2")
+        monkeypatch.setenv("FOLDSERVE_GRPC_PORT", str(port))
+        assert main(["serve", "--port", "8101"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot serve gRPC on 127.0.0.1:{port} (FOLDSERVE_GRPC_PORT): Address already in use\n"

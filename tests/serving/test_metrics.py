@@ -92,7 +92,7 @@ def test_recording_rules_pass_promtool() -> None:
         [str(PROMTOOL), "check", "rules", str(DEPLOY / "rules.yml")], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 13 rules found" in result.stdout
 
 
 @needs_promtool
@@ -118,7 +118,8 @@ def test_ray_scrape_config_passes_promtool() -> None:
 
 @needs_promtool
 def test_recording_rules_give_hand_worked_values() -> None:
-    """p50/p99 interpolation, the original/collapsed ratio, error ratio and mean batch size on known series."""
+    """p50/p99 interpolation over protocols and per protocol, the original/collapsed ratio, rates, error ratio and
+    mean batch size on known series."""
     result = subprocess.run(
         [str(PROMTOOL), "test", "rules", str(DEPLOY / "rules_test.yml")], capture_output=True, text=True, timeout=60
     )

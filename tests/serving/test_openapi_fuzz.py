@@ -25,7 +25,11 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed (the dev extra)")
 def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     write_checkpoint(tmp_path / "store", "linear", kind="linear")
-    env = {"FOLDSERVE_WARMUP_RUNS": "1", "FOLDSERVE_SPEEDUP_ROUNDS": "2", "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0"}
+    env = {
+        "FOLDSERVE_WARMUP_RUNS": "1",
+        "FOLDSERVE_SPEEDUP_ROUNDS": "2",
+        "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0",
+    }
     with ServerProcess(tmp_path / "store", env=env, log_path=tmp_path / "server.log", ready_timeout=60) as server:
         result = subprocess.run(
             [

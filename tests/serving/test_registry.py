@@ -40,7 +40,9 @@ def test_failed_models_are_listed_with_their_reason_and_the_others_serve(mixed_s
         }
         assert "manifest is not valid JSON" in models["broken-json"]["reason"]
         assert "sha256 mismatch" in models["tampered"]["reason"]
-        assert client.get("/readyz").json() == {"status": "ready", "models": ["annealed"]}
+        readiness = client.get("/readyz").json()  # every model has finished loading, one serves: ready
+        assert readiness["models"] == ["annealed"] and set(readiness["failed"]) == {"broken-json", "tampered"}
+        assert "sha256 mismatch" in readiness["failed"]["tampered"]
         response = client.post("/predict?model=tampered", content=digit_png(), headers=PNG)
         assert response.status_code == 503 and response.json()["error"]["code"] == "model_failed"
         assert "retry-after" not in response.headers  # retrying will not load it
@@ -61,6 +63,7 @@ def test_a_simplification_over_tolerance_is_not_served(annealed_store: Path) -> 
     assert "misses the tolerance" in model["reason"]
     assert model["simplification"]["max_rel_error"] > 1e-30  # what was measured is still shown
     assert readiness.status_code == 503 and readiness.headers["retry-after"] == "1"
+    assert readiness.json()["error"]["message"].startswith("not ready: no model is ready; failed to load: annealed: ")
     assert response.status_code == 503 and response.json()["error"]["message"] == "no model is ready yet"
 
 
@@ -69,7 +72,10 @@ def test_empty_store_is_never_ready(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200
         assert client.get("/models").json() == {"default": None, "models": []}
         response = client.get("/readyz")
-    assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    assert response.status_code == 503 and response.json()["error"] == {
+        "code": "unavailable",
+        "message": "not ready: the model store holds no model",
+    }
 
 
 def test_default_model_setting_is_used(store: Path) -> None:

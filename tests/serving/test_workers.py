@@ -1,4 +1,5 @@
-"""FOLDSERVE_WORKERS=2 for real: two forked workers on one port, one scrape for both, replacement, drain."""
+"""FOLDSERVE_WORKERS=2 for real: two forked workers on one port (HTTP and gRPC), one scrape for both, replacement,
+drain."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.serving.v2 import grpc_predict_v2_pb2 as pb
+from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from loadtest.server import free_port
-from tests.serving.conftest import digit_png, write_checkpoint
+from tests.serving.conftest import SIZE, digit_png, write_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +38,7 @@ class Workers:
     def __init__(self, root: Path, **env: str) -> None:
         self.store, self.metrics_dir, self.log = root / "store", root / "metrics", root / "server.log"
         write_checkpoint(self.store, "linear", kind="linear")
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {
             **os.environ,
@@ -43,6 +48,7 @@ class Workers:
             "FOLDSERVE_WARMUP_RUNS": "1",
             "FOLDSERVE_SPEEDUP_ROUNDS": "2",
             "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0",
+            "FOLDSERVE_GRPC_PORT": str(self.grpc_port),
             **env,
         }
         with self.log.open("wb") as log:
@@ -81,7 +87,7 @@ class Workers:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return {int(pid) for pid in out.split()}
 
-    def requests_per_worker(self) -> dict[int, float]:
+    def requests_per_worker(self, protocol: str = "predict") -> dict[int, float]:
         """Answers counted in each worker's own counter file (copied apart, then collected)."""
         counts = {}
         for path in self.metrics_dir.glob("counter_*.db"):
@@ -90,7 +96,8 @@ class Workers:
             shutil.copy(path, alone / path.name)
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=str(alone))
-            counts[int(path.stem.split("_")[1])] = registry.get_sample_value("foldserve_requests_total", REQUESTS) or 0
+            labels = {**REQUESTS, "protocol": protocol}
+            counts[int(path.stem.split("_")[1])] = registry.get_sample_value("foldserve_requests_total", labels) or 0
         return counts
 
     def stop(self) -> None:
@@ -130,6 +137,25 @@ def test_one_scrape_counts_the_requests_of_both_workers(workers: Workers) -> Non
     assert workers.value("foldserve_queue_depth", model="linear", variant="collapsed") == 0  # livesum of 2
     pss = workers.value("foldserve_memory_bytes", measure="pss")
     assert pss is not None and pss > 100 * 2**20
+
+
+def infer_alone(port: int) -> pb.ModelInferResponse:
+    """One gRPC inference on its own channel and connection (no shared subchannel), which either worker may get."""
+    request = pb.ModelInferRequest(model_name="linear")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 1, SIZE, SIZE])
+    request.raw_input_contents.append(np.zeros((1, 1, SIZE, SIZE), dtype="<f4").tobytes())
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        response: pb.ModelInferResponse = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        return response
+
+
+def test_every_worker_serves_grpc_on_the_shared_port(workers: Workers) -> None:
+    answers = [infer_alone(workers.grpc_port) for _ in range(40)]
+    assert all(answer.outputs[0].name == "logits" for answer in answers)
+    per_worker = workers.requests_per_worker("v2-grpc")
+    assert len(per_worker) == 2 and sum(per_worker.values()) == 40
+    assert all(count > 0 for count in per_worker.values()), f"one worker answered no gRPC call: {per_worker}"
 
 
 def test_a_dead_worker_is_replaced_and_its_live_gauges_dropped(workers: Workers) -> None:

@@ -150,14 +150,17 @@ def encode_infer_response(response: InferenceResponse, request: InferenceRequest
 
 
 def model_metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
-    """The JSON body of ``GET /v2/models/{name}``."""
-    return {
+    """The JSON body of ``GET /v2/models/{name}`` (with ``parameters`` when the metadata has any)."""
+    body: dict[str, Any] = {
         "name": metadata.name,
         "versions": list(metadata.versions),
         "platform": metadata.platform,
         "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in metadata.inputs],
         "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in metadata.outputs],
     }
+    if metadata.parameters:
+        body["parameters"] = dict(metadata.parameters)
+    return body
 
 
 def server_metadata_json(metadata: ServerMetadata) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""``POST /v2/models/{name}[/versions/{version}]/infer``: the protocol's inference over REST, a raw ASGI door.
+
+Like ``/predict`` (:mod:`app.serving.predict`) it is answered before FastAPI's stack: the model is resolved
+from the path, the body is read with :func:`~app.serving.bodies.read_body` under the same size limit, least
+upload rate, byte budget and deadline, parsed (JSON, or JSON and Triton's binary tensor data), handed to
+:class:`~app.serving.v2.service.InferenceService`, and the answer encoded as the request asked (JSON, or binary
+outputs after the JSON header). Errors have the protocol's body, ``{"error": "..."}``, and every request is
+counted once under the protocol label ``v2-rest``.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+
+from app.serving.asgi import Exchange
+from app.serving.bodies import BodyLimits, read_body
+from app.serving.errors import Unavailable, v2_error_body
+from app.serving.state import ServingState
+from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
+from app.serving.v2.rest import encode_infer_response, parse_infer_request
+from app.serving.v2.service import requested_collapsed
+
+__all__ = ["INFER_PATHS", "PROTOCOL", "infer"]
+
+PROTOCOL = "v2-rest"
+INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+"""The paths of this door (path parameters as Starlette writes them)."""
+
+_HEADER_LENGTH = INFERENCE_HEADER_CONTENT_LENGTH.lower().encode("latin-1")
+
+
+async def infer(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one inference request; ``scope["path_params"]`` holds ``name`` and maybe ``version``."""
+    async with Exchange(send, state.metrics, PROTOCOL, error_body=v2_error_body) as exchange:
+        service = state.v2
+        if service is None:
+            raise Unavailable("the service is starting", retry_after_s=state.settings.retry_after_s)
+        name: str = scope["path_params"]["name"]
+        version: str | None = scope["path_params"].get("version")
+        variant = service.variant(name, version)  # before the body: an unknown model costs no upload
+        exchange.resolved(variant.model, variant.name)
+        headers = Headers(scope=scope)
+        deadline = service.plane.deadline()
+        settings = state.settings
+        with state.body_budget.hold() as tally:
+            body = await read_body(
+                receive,
+                headers,
+                limits=BodyLimits(settings.max_body_bytes, settings.min_upload_bytes_per_s),
+                deadline=deadline,
+                budget=state.body_budget,
+                tally=tally,
+            )
+            request = parse_infer_request(
+                body, headers.get(INFERENCE_HEADER_CONTENT_LENGTH), max_elements=service.max_elements(variant)
+            )
+            del body
+            variant = service.variant(name, version, requested_collapsed(request))
+            exchange.resolved(variant.model, variant.name)
+            response = await service.infer(variant, request, deadline)
+        encoded = encode_infer_response(response, request)
+        extra = [] if encoded.header_length is None else [(_HEADER_LENGTH, str(encoded.header_length).encode())]
+        await exchange.answer(encoded.body, encoded.content_type.encode("latin-1"), extra)
