@@ -172,7 +172,8 @@ def test_ports_settings_and_selectors_agree() -> None:
     target = found["hpa.yaml"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", found["deployment.yaml"]["metadata"]["name"])
     assert found["podmonitor.yaml"]["spec"]["podMetricsEndpoints"][0]["port"] in ports
-    Settings(**{k.removeprefix("FOLDSERVE_").lower(): v for k, v in env.items() if k != "FOLDSERVE_GRPC_PORT"})
+    settings = Settings(**{k.removeprefix("FOLDSERVE_").lower(): v for k, v in env.items()})
+    assert (settings.port, settings.grpc_port, settings.workers) == (8000, 8001, 1)
 
 
 def test_the_rayservice_serves_the_application_of_the_serve_config() -> None:

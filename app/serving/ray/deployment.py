@@ -105,10 +105,18 @@ def replica_settings(settings: Settings, cpus: float) -> Settings:
     rules (one fewer than the cores, at least one; half the cores, at least one) with those CPUs as the cores.
 
     Raises:
-        ValueError: ``FOLDSERVE_WORKERS`` is not 1 (a replica scales with replicas, not forks).
+        ValueError: ``FOLDSERVE_WORKERS`` is not 1 (a replica scales with replicas, not forks); or the repository's
+            load and unload are on (``FOLDSERVE_ADMIN_TOKEN``) without ``FOLDSERVE_MODEL_CONTROL=poll``: a call
+            through Ray's proxy would reach one replica, as a call reaches one of several workers, which the
+            repository refuses for workers.
     """
     if settings.workers != 1:
         raise ValueError(f"FOLDSERVE_WORKERS must be 1 in a Ray replica (scale with replicas), got {settings.workers}")
+    if settings.admin_token is not None and settings.model_control != "poll":
+        raise ValueError(
+            "FOLDSERVE_ADMIN_TOKEN is set with FOLDSERVE_MODEL_CONTROL=explicit: a load or unload through Ray's proxy "
+            "reaches one replica; set FOLDSERVE_MODEL_CONTROL=poll and change the model store instead"
+        )
     cores = max(1, int(cpus))
     update: dict[str, int] = {}
     if settings.torch_threads is None:

@@ -122,3 +122,9 @@ def test_prometheus_scrapes_the_port_the_replicas_answer_on() -> None:
         "target_label": "__address__",
         "replacement": f"${{1}}:{port}",
     } in foldserve["relabel_configs"]
+
+
+def test_repository_calls_that_would_reach_one_replica_are_refused() -> None:
+    with pytest.raises(ValueError, match="FOLDSERVE_ADMIN_TOKEN is set with FOLDSERVE_MODEL_CONTROL=explicit"):
+        replica_settings(Settings(admin_token="secret"), 1)
+    assert replica_settings(Settings(admin_token="secret", model_control="poll"), 1).model_control == "poll"

@@ -30,7 +30,7 @@ START_TIMEOUT_S = 240.0
 PNG = {"content-type": "image/png"}
 
 # What both the replica and the reference run with (the replica reads them from its environment).
-SETTINGS: dict[str, Any] = {"torch_threads": 1, "decode_threads": 1}
+SETTINGS: dict[str, Any] = {"torch_threads": 1, "decode_threads": 1, "grpc_port": 0}  # no gRPC (HTTP only)
 
 
 def free_port() -> int:
