@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 from app.serving import create_app
-from tests.serving.conftest import digit_png, fast_settings, wait_until_loaded
+from tests.serving.conftest import SIZE, digit_png, fast_settings, wait_until_loaded
 
 ROOT = Path(__file__).resolve().parents[3]
 CHILD = Path(__file__).with_name("serve_child.py")
@@ -56,6 +56,15 @@ def requests() -> list[tuple[str, str, dict[str, Any]]]:
     calls.append(("POST", "/predict?model=linear", {"content": b"\x89PNG broken", "headers": PNG}))  # 400
     calls.append(("GET", "/predict", {}))  # 405, from FastAPI's router behind the hot route
     calls.append(("GET", "/models/linear", {}))
+    # the Open Inference Protocol's REST door: its hot infer route with path parameters, errors, health, metadata
+    tensor = {"name": "input", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.25] * SIZE * SIZE}
+    for path in ("/v2/models/linear/infer", "/v2/models/annealed/versions/1/infer"):
+        calls.append(("POST", path, {"json": {"inputs": [tensor], "parameters": {"collapsed": False}}}))
+        calls.append(("POST", path, {"json": {"inputs": [tensor]}}))
+    calls.append(("POST", "/v2/models/linear/infer", {"json": {"inputs": []}}))  # 400, the protocol's body
+    calls.append(("GET", "/v2/models/linear/infer", {}))  # 405
+    calls.append(("GET", "/v2/health/ready", {}))
+    calls.append(("GET", "/v2/models/linear", {}))
     return calls
 
 
