@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from loadtest import cli_versus, reference
+from loadtest import cli_versus, flood, reference
 from loadtest.engines import ENGINES, make_engine
 from loadtest.images import digit_pngs, load_pngs
 from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_versus.add_parsers(sub)
     reference.add_parser(sub)
+    flood.add_parser(sub)
     return parser
 
 
