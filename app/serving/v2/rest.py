@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from app.serving.errors import BadRequest
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH, split_body
 from app.serving.v2.messages import (
@@ -143,7 +145,7 @@ def encode_infer_response(response: InferenceResponse, request: InferenceRequest
     if response.parameters:
         document["parameters"] = dict(response.parameters)
     document["outputs"] = outputs
-    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    header = orjson.dumps(document)  # outputs are finite: the network's inputs were checked, its map is finite
     if not blobs:
         return EncodedBody(header, None)
     return EncodedBody(b"".join([header, *blobs]), len(header))

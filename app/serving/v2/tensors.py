@@ -200,6 +200,11 @@ def tensor_from_array(name: str, datatype: str, shape: Sequence[int], array: np.
     count = element_count(name, shape)
     if array.size != count:
         raise BadRequest(f"input '{name}': shape {list(shape)} needs {count} elements, got {array.size}")
+    if datatype == "FP32":  # the common case: one finiteness check, one (writable) copy
+        if not np.isfinite(array).all():
+            index = int(np.flatnonzero(~np.isfinite(array))[0])
+            raise BadRequest(f"input '{name}': element {index} is {array[index]}; tensor data must be finite")
+        return torch.from_numpy(array.astype(np.float32).reshape(tuple(shape)))
     if datatype in _INTEGER_DATATYPES:
         _check_range(name, datatype, array)
     elif not np.isfinite(array).all():
