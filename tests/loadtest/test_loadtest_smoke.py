@@ -14,7 +14,7 @@ from loadtest.cli import main
 SERVER_ENV = {
     "FOLDSERVE_TORCH_THREADS": "1",
     "FOLDSERVE_WARMUP_RUNS": "1",
-    "FOLDSERVE_SPEEDUP_RUNS": "3",
+    "FOLDSERVE_SPEEDUP_ROUNDS": "3",
     "FOLDSERVE_LOG_LEVEL": "warning",
 }
 
