@@ -9,13 +9,14 @@ collapsed network itself. Everything a client may get wrong is still checked, an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, error_response
+from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, Unavailable, error_response
 from app.serving.metrics import RequestClock, ServingMetrics
 
 __all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
@@ -96,6 +97,7 @@ class Exchange:
         self._clock = RequestClock(metrics, protocol)
         self._error: ServingError | None = None
         self._status = 500
+        self._answering = False  # the 200 has started: an error now cannot be answered any more
 
     def resolved(self, model: str, variant: str) -> None:
         """Count this request under ``model``'s ``variant`` (the last call wins)."""
@@ -103,7 +105,7 @@ class Exchange:
 
     async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
         """Send the 200 answer."""
-        self._status = 200
+        self._status, self._answering = 200, True
         await send_bytes(self._send, 200, body, content_type, headers)
 
     async def __aenter__(self) -> Exchange:
@@ -115,6 +117,10 @@ class Exchange:
                 if error is not None:
                     self._status = error.status_code
                 return error is not None
+            if self._answering and isinstance(error, Exception):  # a second answer would be a protocol error
+                logger.warning("a %s answer broke off while being sent: %r", self._protocol, error)
+                self._status = ClientDisconnected.status_code
+                return True
             if isinstance(error, ServingError):
                 self._error = error
                 await self._send_error(error)
@@ -123,6 +129,8 @@ class Exchange:
                 logger.exception("unhandled error in a %s request", self._protocol, exc_info=error)
                 await self._send_error(ServingError("internal server error"))
                 return True
+            if isinstance(error, asyncio.CancelledError):  # the server stopped it (shutdown past the drain time)
+                self._status = Unavailable.status_code
             return False  # cancellation and the like: let them through
         finally:
             self._clock.done(self._status, self._error)
