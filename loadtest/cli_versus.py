@@ -173,13 +173,7 @@ def _versus(args: argparse.Namespace) -> int:
     with _contenders(args, models, out) as servers:
         result = run_versus(engine, servers, grid, images)
     report = {
-        "scenario": "versus",
-        "command": _command(args),
-        "machine": describe_machine(),
-        "loadavg_before": list(before),
-        "loadavg_after": list(os.getloadavg()),
-        "engine": args.engine,
-        "hey_version": hey_version(),
+        **_facts("versus", args, before),
         "grid": {**vars(grid), "models": list(grid.models), "concurrencies": list(grid.concurrencies)},
         "servers": [s.to_dict() for s in servers],
         "result": result,
@@ -188,6 +182,19 @@ def _versus(args: argparse.Namespace) -> int:
     path = write_json_and_markdown(out, "versus", report, markdown)
     print(f"\n{markdown}\nreport: {path}")
     return 0
+
+
+def _facts(scenario: str, args: argparse.Namespace, loadavg_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What every report says about its run: the command, the machine, its load before and after, the engine."""
+    return {
+        "scenario": scenario,
+        "command": _command(args),
+        "machine": describe_machine(),
+        "loadavg_before": list(loadavg_before),
+        "loadavg_after": list(os.getloadavg()),
+        "engine": args.engine,
+        "hey_version": hey_version(),
+    }
 
 
 def _memory(args: argparse.Namespace) -> int:
@@ -207,16 +214,7 @@ def _memory(args: argparse.Namespace) -> int:
         requests=args.requests,
         out=out,
     )
-    report = {
-        "scenario": "memory",
-        "command": _command(args),
-        "machine": describe_machine(),
-        "loadavg_before": list(before),
-        "loadavg_after": list(os.getloadavg()),
-        "engine": args.engine,
-        "hey_version": hey_version(),
-        "result": result,
-    }
+    report = {**_facts("memory", args, before), "result": result}
     markdown = memory_markdown(report)
     path = write_json_and_markdown(out, "memory", report, markdown)
     print(f"\n{markdown}\nreport: {path}")

@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange, parse_bool, parse_int, query_params
-from app.serving.bodies import BodyLimits, image_media_type, read_body, split_images
+from app.serving.bodies import image_media_type, split_images
 from app.serving.dataplane import Inference
 from app.serving.errors import InvalidParameter, Unavailable
 from app.serving.state import ServingState
@@ -51,17 +51,8 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
         headers = Headers(scope=scope)
         media_type = image_media_type(headers)
         deadline = plane.deadline()
-        settings = state.settings
-        with state.body_budget.hold() as tally:
-            body = await read_body(
-                receive,
-                headers,
-                limits=BodyLimits(settings.max_body_bytes, settings.min_upload_bytes_per_s),
-                deadline=deadline,
-                budget=state.body_budget,
-                tally=tally,
-            )
-            blobs = split_images(headers, media_type, body, max_images=settings.max_images_per_request)
+        async with state.request_body(receive, headers, deadline) as body:
+            blobs = split_images(headers, media_type, body, max_images=state.settings.max_images_per_request)
             del body
             inference = await plane.classify(variant, blobs, deadline)
         await exchange.answer(_encode(inference, labels, top_k, started))

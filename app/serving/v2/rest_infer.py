@@ -14,7 +14,6 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange
-from app.serving.bodies import BodyLimits, read_body
 from app.serving.errors import Unavailable, v2_error_body
 from app.serving.state import ServingState
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
@@ -42,16 +41,7 @@ async def infer(state: ServingState, scope: Scope, receive: Receive, send: Send)
         exchange.resolved(variant.model, variant.name)
         headers = Headers(scope=scope)
         deadline = service.plane.deadline()
-        settings = state.settings
-        with state.body_budget.hold() as tally:
-            body = await read_body(
-                receive,
-                headers,
-                limits=BodyLimits(settings.max_body_bytes, settings.min_upload_bytes_per_s),
-                deadline=deadline,
-                budget=state.body_budget,
-                tally=tally,
-            )
+        async with state.request_body(receive, headers, deadline) as body:
             request = parse_infer_request(
                 body, headers.get(INFERENCE_HEADER_CONTENT_LENGTH), max_elements=service.max_elements(variant)
             )
