@@ -112,6 +112,11 @@ class Exchange:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> bool:
+        if isinstance(error, ServingError):
+            # handled here and never logged: its traceback would keep the frames it passed through alive, and what
+            # they held (a refused body's chunks), until the garbage collector finds the cycle: measured, 1.5 MiB
+            # a refused upload, 180 MiB for 120 held uploads against an 8 MiB budget
+            error.__traceback__ = None
         try:
             if error is None or isinstance(error, ClientDisconnected):
                 if error is not None:
