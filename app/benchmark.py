@@ -2,22 +2,26 @@
 
 Used by ``python -m app bench``, by the service to measure the speedup at load, and by the reproduction
 report. Variants that are compared are timed in interleaved rounds, so that a change in the machine's load
-during the measurement falls on all of them alike and their ratio stays honest. Timings come from
-``torch.utils.benchmark.Timer``, which synchronises CUDA and fixes the thread count while it measures.
+during the measurement falls on all of them alike and their ratio stays honest. Each timed block is bracketed
+by a synchronisation of the input's device (CUDA runs asynchronously) and runs at a fixed thread count.
+
+Not ``torch.utils.benchmark``: importing it asks CUDA for its devices (through ``torch.utils.cpp_extension``),
+which makes every process forked afterwards unable to use CUDA (PyTorch's "Cannot re-initialize CUDA in forked
+subprocess"), and the server forks its workers after importing this module. Its timer also synchronises
+every accelerator present, even around a pass on the CPU.
 """
 
 from __future__ import annotations
 
-import logging
 import statistics
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" notice on import
-from torch.utils import benchmark  # noqa: E402
+MAX_CALLS_PER_BLOCK = 1_000_000
 
 __all__ = ["compare_forward", "time_forward"]
 
@@ -47,24 +51,57 @@ def compare_forward(
         ``calls`` (timed calls in all), ``batch_size`` and ``threads``.
     """
     threads = threads or torch.get_num_threads()
-    timers = {}
-    for name, module in modules.items():
-        for _ in range(warmup):
-            module(x)
-        timers[name] = benchmark.Timer(stmt="module(x)", globals={"module": module, "x": x}, num_threads=threads)
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    calls = dict.fromkeys(modules, 0)
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            m = timer.blocked_autorange(min_run_time=block_seconds)
-            times[name].append(statistics.median(m.times))
-            calls[name] += len(m.raw_times) * m.number_per_run
-    return {name: _summary(times[name], calls[name], int(x.shape[0]), threads) for name in modules}
+    sync = _synchronizer(x.device)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sizes = {}
+        for name, module in modules.items():
+            for _ in range(warmup):
+                module(x)
+            sizes[name] = _calls_per_block(module, x, block_seconds, sync)
+        times: dict[str, list[float]] = {name: [] for name in modules}
+        for _ in range(rounds):
+            for name, module in modules.items():
+                times[name].append(_time_block(module, x, sizes[name], sync) / sizes[name])
+    finally:
+        torch.set_num_threads(previous)
+    return {name: _summary(times[name], sizes[name] * rounds, int(x.shape[0]), threads) for name in modules}
 
 
 def time_forward(module: nn.Module, x: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
     """Median, p10 and p90 seconds per call of ``module(x)``; arguments as :func:`compare_forward`."""
     return compare_forward({"module": module}, x, **kwargs)["module"]
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the work queued on ``device``: CUDA's synchronize there, nothing on the CPU."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _time_block(module: nn.Module, x: torch.Tensor, calls: int, sync: Callable[[], None]) -> float:
+    """Seconds that ``calls`` calls of ``module(x)`` take, from an idle device to an idle device."""
+    sync()
+    started = time.perf_counter()
+    for _ in range(calls):
+        module(x)
+    sync()
+    return time.perf_counter() - started
+
+
+def _calls_per_block(module: nn.Module, x: torch.Tensor, block_seconds: float, sync: Callable[[], None]) -> int:
+    """The fewest calls of ``module(x)`` that take at least ``block_seconds`` (found by growing the count at most
+    tenfold a step, so one slow first guess cannot run for long); 1 when one call is enough."""
+    calls = 1
+    while calls < MAX_CALLS_PER_BLOCK:
+        took = _time_block(module, x, calls, sync)
+        if took >= block_seconds:
+            break
+        wanted = int(calls * block_seconds / max(took, 1e-9) * 1.2) + 1
+        calls = min(max(wanted, calls + 1), calls * 10, MAX_CALLS_PER_BLOCK)
+    return calls
 
 
 def _summary(times: list[float], calls: int, batch_size: int, threads: int) -> dict[str, Any]:

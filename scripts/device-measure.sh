@@ -13,7 +13,11 @@ DURATION=${DURATION:-3}          # seconds per measured cell on the CPU
 GPU_DURATION=${GPU_DURATION:-2}  # and on the GPU
 CPU_WORKERS=${CPU_WORKERS:-1,2,4,8}
 GPU_WORKERS=${GPU_WORKERS:-1,2}
+CPU_MODELS=${CPU_MODELS:-linear-resnet18-mnist}
 GPU_MODELS=${GPU_MODELS:-linear-resnet18-mnist,annealed-resnet18-mnist}
+CPU_CONCURRENCY=${CPU_CONCURRENCY:-1,16,64}
+GPU_CONCURRENCY=${GPU_CONCURRENCY:-1,16,64}
+GPU_TESTS=${GPU_TESTS:-1}  # 0 leaves the tests out
 mkdir -p "$OUT"
 work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
@@ -31,24 +35,31 @@ step() {  # step NAME SECONDS COMMAND...: run bounded, note the exit status and 
     shift 2
     timeout "$limit" "$@" >"$work/$name.log" 2>&1
     echo "$name: exit $? in $((SECONDS - started)) s" | tee -a "$OUT/machine.txt"
+    for kind in md json; do  # a report, if the step wrote one, lands in $OUT at once
+        [ -f "$work/$name/versus.$kind" ] && cp "$work/$name/versus.$kind" "$OUT/$name-versus.$kind"
+    done
 }
 
-# Deprecation warnings of the machine's own (older) torch are not errors here; everything else stays one.
-step gpu-tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider -W ignore::DeprecationWarning \
-    tests/simplify/test_cuda.py tests/serving/test_gpu.py
-cp "$work/gpu-tests.log" "$OUT/gpu-tests.log"
+if [ "$GPU_TESTS" = 1 ]; then
+    # Deprecation warnings of the machine's own (older) torch are not errors here; everything else stays one.
+    step gpu-tests 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider -W ignore::DeprecationWarning \
+        tests/simplify/test_cuda.py tests/serving/test_gpu.py
+    cp "$work/gpu-tests.log" "$OUT/gpu-tests.log"
+fi
 
-versus=("$PY" -m loadtest versus --spawn model_store --warmup 1 --repeat 1 --images examples)
-step cpu 250 "${versus[@]}" --duration "$DURATION" --workers "$CPU_WORKERS" \
+store() {  # store NAME MODELS: a model store of only MODELS (comma-separated), so that servers load only those
+    mkdir -p "$work/$1"
+    for model in ${2//,/ }; do cp -r "model_store/$model" "$work/$1/"; done
+    echo "$work/$1"
+}
+versus=("$PY" -m loadtest versus --warmup 1 --repeat 1 --images examples)
+step cpu 250 "${versus[@]}" --spawn "$(store store-cpu "$CPU_MODELS")" --models "$CPU_MODELS" \
+    --concurrency "$CPU_CONCURRENCY" --duration "$DURATION" --workers "$CPU_WORKERS" \
     --server-env FOLDSERVE_DEVICE=cpu --out "$work/cpu"
-step gpu 180 "${versus[@]}" --duration "$GPU_DURATION" --workers "$GPU_WORKERS" \
-    --server-env FOLDSERVE_DEVICE=cuda --models "$GPU_MODELS" --out "$work/gpu"
+step gpu 180 "${versus[@]}" --spawn "$(store store-gpu "$GPU_MODELS")" --models "$GPU_MODELS" \
+    --concurrency "$GPU_CONCURRENCY" --duration "$GPU_DURATION" --workers "$GPU_WORKERS" \
+    --server-env FOLDSERVE_DEVICE=cuda --out "$work/gpu"
 
-for run in cpu gpu; do
-    for kind in md json; do
-        [ -f "$work/$run/versus.$kind" ] && cp "$work/$run/versus.$kind" "$OUT/$run-versus.$kind"
-    done
-done
 for log in "$work"/*.log "$work"/*/*.log; do  # one file for every log's end: what failed, if anything did
     [ -f "$log" ] && { echo "=== $log"; tail -n 40 "$log"; }
 done >"$OUT/logs.txt"

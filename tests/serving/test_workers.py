@@ -197,3 +197,26 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(workers: Workers) ->
     assert b'"model":"linear"' in answer
     assert workers.process.returncode == 0
     assert time.monotonic() - stopping < 20  # within the drain time
+
+
+# Everything `python -m app serve` imports before it forks, with CUDA's device queries counted. A process that asks
+# CUDA for its devices (torch.cuda.is_available() does) marks every child it forks later as unable to use CUDA
+# ("Cannot re-initialize CUDA in forked subprocess"): on a machine with a GPU no worker could load a model.
+SUPERVISOR_IMPORTS = """
+import torch
+calls = []
+for name in ("_cuda_getDeviceCount", "_cuda_init"):
+    real = getattr(torch._C, name, None)
+    if real is not None:
+        setattr(torch._C, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+from app.__main__ import build_parser
+build_parser()
+import app.serving.app, app.serving.workers, app.benchmark
+print(calls)
+"""
+
+
+def test_the_supervisor_asks_cuda_nothing_before_it_forks() -> None:
+    done = subprocess.run([sys.executable, "-c", SUPERVISOR_IMPORTS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
