@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PERF_STAMP := $(VENV)/.perf-installed-stamp
 PROTO := app/serving/v2/grpc_predict_v2.proto
+CONFIG_PROTO := app/serving/v2/triton_model_config.proto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -32,6 +33,7 @@ lint: install
 
 protos: install  ## regenerate the committed gRPC stubs beside $(PROTO) (a test fails while they differ)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(CONFIG_PROTO)
 
 $(PERF_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[perf]'

@@ -1,8 +1,8 @@
 """A closed-loop gRPC load: CONCURRENCY callers of ModelInfer on one grpc.aio channel for DURATION seconds.
 
-perf_analyzer cannot drive foldserve over gRPC (it asks Triton's ModelConfig RPC, which the KServe protocol does
-not define); this is what docs/performance.md measured gRPC with. Each call sends one FP32 tensor of the model's
-input shape (zeros: an affine map costs the same whatever its input), or with --image one encoded image as BYTES.
+A Python client, for a gRPC load without the perf extra; Triton's perf_analyzer (`make perf-analyzer`, `-i grpc`)
+is the lighter client that docs/performance.md measures with. Each call sends one FP32 tensor of the model's input
+shape (zeros: an affine map costs the same whatever its input), or with --image one encoded image as BYTES.
 
     .venv/bin/python scripts/grpc-bench.py 127.0.0.1:8001 linear-resnet18-mnist --concurrency 16 --duration 6
 

@@ -18,9 +18,8 @@
 # "a request carries one input". Pass --input-data FILE.json naming only `input`, e.g. zeros for a 28x28 model:
 #   python3 -c "import json; print(json.dumps({'data': [{'input': [0.0] * 784}]}))" > zeros.json
 #   make perf-analyzer ARGS="-m linear-resnet18-mnist -u 127.0.0.1:8000 -i http --input-data zeros.json"
-# (random bytes would also hold NaN and infinities, which foldserve refuses with 400). Over gRPC (-i grpc)
-# perf_analyzer asks Triton's ModelConfig RPC, which the KServe protocol foldserve serves does not define: it stops
-# with "failed to get model config: Method not found!".
+# (random bytes would also hold NaN and infinities, which foldserve refuses with 400). Over gRPC (-i grpc, -u
+# 127.0.0.1:8001) it asks Triton's ModelConfig RPC, which foldserve's gRPC service answers beside the protocol's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from app.serving.errors import BadRequest, ServingError
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
+from app.serving.v2 import triton_model_config_pb2 as config_pb
 from app.serving.v2.messages import (
     InferenceRequest,
     InferenceResponse,
@@ -142,6 +144,12 @@ def model_metadata_to_grpc(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
     for tensor in metadata.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
     return message
+
+
+def model_config_to_grpc(config: Mapping[str, Any]) -> config_pb.ModelConfigResponse:
+    """Triton's model configuration, as :meth:`~app.serving.v2.service.InferenceService.model_config` writes it
+    in JSON (Triton's JSON form of the message), as the ``ModelConfig`` RPC's answer."""
+    return config_pb.ModelConfigResponse(config=json_format.ParseDict(config, config_pb.ModelConfig()))
 
 
 def server_metadata_to_grpc(metadata: ServerMetadata) -> pb.ServerMetadataResponse:

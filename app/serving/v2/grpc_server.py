@@ -16,6 +16,10 @@ batchers, decoder, limits and deadline, and is counted in the same series with t
   being shared with another server unnoticed; with several workers (``FOLDSERVE_WORKERS``) each worker binds
   the port with ``SO_REUSEPORT`` and the kernel spreads connections over them, as the shared HTTP socket does
   (``python -m app serve`` first checks that no other server holds the port).
+- **Model configuration.** Triton's ``ModelConfig`` RPC (its model configuration extension, which Triton's
+  clients and ``perf_analyzer`` ask before they infer) is served beside the protocol's RPCs, under the same
+  service name: its messages are in ``triton_model_config.proto``, and it answers what
+  ``GET /v2/models/{name}/config`` answers.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from app.serving.metrics import RequestClock
 from app.serving.state import ServingState
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from app.serving.v2 import triton_model_config_pb2 as config_pb
 from app.serving.v2.converters import (
     grpc_status,
     infer_request_from_grpc,
     infer_response_to_grpc,
+    model_config_to_grpc,
     model_metadata_to_grpc,
     server_metadata_to_grpc,
 )
@@ -84,6 +90,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         return await self._call(
             context, lambda service: model_metadata_to_grpc(service.model_metadata(request.name, request.version))
+        )
+
+    async def ModelConfig(
+        self, request: config_pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> config_pb.ModelConfigResponse:
+        """Triton's extension, not the protocol's: registered by :func:`start_grpc_server` beside the others."""
+        return await self._call(
+            context, lambda service: model_config_to_grpc(service.model_config(request.name, request.version or None))
         )
 
     async def ModelInfer(
@@ -176,7 +190,9 @@ async def start_grpc_server(state: ServingState) -> Callable[[float | None], Awa
     """
     settings = state.settings
     server = grpc.aio.server(options=grpc_options(settings))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
+    servicer = InferenceServicer(state)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((_model_config_handler(servicer),))
     address = grpc_address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)
@@ -189,6 +205,17 @@ async def start_grpc_server(state: ServingState) -> Callable[[float | None], Awa
         await server.stop(grace)
 
     return stop
+
+
+def _model_config_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """``/inference.GRPCInferenceService/ModelConfig``: the service's generated handler knows only the protocol's
+    methods and answers None (not found) for this one, so gRPC asks this handler next."""
+    method = grpc.unary_unary_rpc_method_handler(
+        servicer.ModelConfig,
+        request_deserializer=config_pb.ModelConfigRequest.FromString,
+        response_serializer=config_pb.ModelConfigResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelConfig": method})
 
 
 def grpc_address(host: str, port: int) -> str:

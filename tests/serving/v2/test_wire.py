@@ -412,6 +412,9 @@ answers["unknown_ready"] = error(lambda: client.is_model_ready("nope"))
 answers["server"] = client.get_server_metadata(as_json=True)
 answers["model"] = client.get_model_metadata(model, as_json=True)
 answers["unknown_metadata"] = error(lambda: client.get_model_metadata("nope"))
+answers["config"] = client.get_model_config(model, as_json=True)["config"]
+answers["versioned_config"] = client.get_model_config(model, model_version="1", as_json=True)["config"]
+answers["unknown_config"] = error(lambda: client.get_model_config("nope"))
 for collapsed in (True, False):
     key = "collapsed" if collapsed else "original"
     result = client.infer(model, [fp32], parameters={"collapsed": collapsed}, request_id="g1")
@@ -483,6 +486,27 @@ def test_grpc_health_and_metadata(grpc_answers: dict[str, Any]) -> None:
     model = grpc_answers["model"]
     assert (model["name"], model["versions"], model["platform"]) == (MODEL, ["1"], "pytorch_safetensors")
     assert model["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": ["-1", "1", "12", "12"]}
+
+
+def test_grpc_model_config_is_the_rest_one(
+    client: httpclient.InferenceServerClient, grpc_answers: dict[str, Any]
+) -> None:
+    """Triton's ModelConfig RPC, read by tritonclient.grpc with Triton's own schema: what REST's config says."""
+    rest = client.get_model_config(MODEL)
+    config = grpc_answers["config"]
+    assert grpc_answers["versioned_config"] == config
+    assert (config["name"], config["platform"], config["backend"]) == (MODEL, rest["platform"], rest["backend"])
+    assert config["max_batch_size"] == rest["max_batch_size"] == MAX_IMAGES
+    assert config["input"] == [
+        {"name": "input", "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": ["1", str(SIZE), str(SIZE)]},
+        {"name": "image", "data_type": "TYPE_STRING", "dims": ["1"], "optional": True},  # JSON leaves defaults out
+    ]
+    assert config["output"] == [
+        {"name": n, "data_type": "TYPE_FP32", "dims": ["5"]} for n in ("logits", "probabilities")
+    ]
+    assert config["parameters"] == rest["parameters"]
+    assert "dynamic_batching" not in config and "dynamic_batching" not in rest
+    assert grpc_answers["unknown_config"] == ["StatusCode.NOT_FOUND", f"unknown model 'nope'; known models: {MODEL}"]
 
 
 def test_grpc_infer_agrees_with_rest_predict_and_the_network(
