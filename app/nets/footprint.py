@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from app.nets.resnet import DEPTHS, BasicBlock, Bottleneck, ResNetConfig
 
-__all__ = ["Conv", "convolutions", "feature_map_elements", "forward_bytes", "parameter_count", "state_bytes"]
+__all__ = [
+    "Conv",
+    "convolutions",
+    "feature_map_elements",
+    "forward_bytes",
+    "largest_layer_elements",
+    "parameter_count",
+    "state_bytes",
+]
 
 _FLOAT_BYTES = 4  # parameters and statistics are float32
 _COUNTER_BYTES = 8  # each batch norm's num_batches_tracked is one int64
@@ -110,6 +118,13 @@ def parameter_count(config: ResNetConfig) -> int:
     """Learned numbers: convolution weights, batch-norm scales and shifts, and the classifier."""
     convs = sum(c.weight_elements + 2 * c.out_channels for c in convolutions(config))
     return convs + (_num_features(config) + 1) * config.num_classes
+
+
+def largest_layer_elements(config: ResNetConfig) -> int:
+    """Numbers held by the largest single layer: a convolution with a bias (as batch-norm folding leaves it),
+    or the classifier. Batch norms and skip weights hold far fewer."""
+    convs = max(c.weight_elements + c.out_channels for c in convolutions(config))
+    return max(convs, (_num_features(config) + 1) * config.num_classes)
 
 
 def state_bytes(config: ResNetConfig) -> int:

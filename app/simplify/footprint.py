@@ -8,8 +8,9 @@ simplified module and its float32 verification inputs, and on top of those runs 
   passes at a time, with autograd (reverse mode) or an identity matrix (forward mode), its float64 rows
   twice while they are joined, and the float32 map. A map over ``max_affine_bytes`` is declined after
   ``f(0)``;
-- verification: float64 copies of the original and of the simplified network, one after the other, each
-  running the inputs in float64 a few at a time (``COMPARE_CHUNK_VALUES``).
+- verification: the original, then the simplified network, each running the inputs in float64 a few at a time
+  (``COMPARE_CHUNK_VALUES``) with one layer's weights in float64 at a time (the affine map, or the largest
+  layer), not a float64 copy of the network.
 
 Every figure is an upper bound; ``tests/serving/test_model_budget.py`` compares the whole load with measured peaks.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from app.nets.footprint import forward_bytes, state_bytes
+from app.nets.footprint import forward_bytes, largest_layer_elements, state_bytes
 from app.nets.resnet import ResNetConfig
 from app.simplify.affine import PASSES_PER_CHUNK, affine_bytes
 from app.simplify.verify import AFFINITY_TRIALS, COMPARE_CHUNK_VALUES, NUM_RANDOM_INPUTS
@@ -57,8 +58,10 @@ def _collapse_bytes(config: ResNetConfig, input_shape: tuple[int, int, int], col
     return max(bias, check, jacobian)
 
 
-def _verify_bytes(config: ResNetConfig, input_shape: tuple[int, int, int], num_inputs: int, module: int) -> int:
-    copies = 3 * max(state_bytes(config), module)  # a float32 deep copy, then its float64 parameters
+def _verify_bytes(config: ResNetConfig, input_shape: tuple[int, int, int], num_inputs: int, layer: int) -> int:
+    """``layer``: float32 bytes of the largest single module of either network, whose float64 copy is the
+    largest alive at once."""
+    copies = 2 * layer
     size = math.prod(input_shape)
     chunk = min(num_inputs, max(1, COMPARE_CHUNK_VALUES // size))  # inputs evaluated at once
     outputs = num_inputs * config.num_classes * _F64
@@ -79,7 +82,8 @@ def simplify_bytes(
     module = simplified_bytes(config, input_shape, max_affine_bytes)
     num_inputs = NUM_RANDOM_INPUTS + num_samples
     held = state_bytes(config) + module + num_inputs * math.prod(input_shape) * _F32
-    stages = [_verify_bytes(config, input_shape, num_inputs, module)]
+    layer = module if _collapses(config, input_shape, max_affine_bytes) else largest_layer_elements(config) * _F32
+    stages = [_verify_bytes(config, input_shape, num_inputs, layer)]
     if config.linear:
         stages.append(_collapse_bytes(config, input_shape, _collapses(config, input_shape, max_affine_bytes)))
     return held + max(stages)

@@ -137,7 +137,9 @@ def test_the_default_budget_fits_an_imagenet_resnet_152(monkeypatch: pytest.Monk
     )
     # torchvision's resnet152: 60,192,808 parameters, 151,424 running statistics and 155 counters
     assert estimate.network == 4 * (60_192_808 + 151_424) + 8 * 155
-    assert 1.5 * 2**30 < estimate.total < 2 * 2**30 < defaults.max_model_bytes
+    # the network, its folded copy and samples held, verification's float64 activations (one layer's weights in
+    # float64 at a time), the read and the warm-up: about 0.9 GiB, a quarter of the default budget
+    assert 0.75 * 2**30 < estimate.total < 1.25 * 2**30 < defaults.max_model_bytes
 
 
 _MEASURE = """
