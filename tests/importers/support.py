@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -28,3 +29,13 @@ def save_pt(path: Path, obj: object) -> Path:
     """``torch.save(obj, path)``; returns ``path``."""
     torch.save(obj, path)
     return path
+
+
+def assert_predicts(prediction: dict[str, Any], expected: torch.Tensor, *, atol: float, msg: str) -> None:
+    """A ``/predict`` prediction asked with ``top_k`` = every class: the expected top class, and every class's
+    probability within ``atol`` of ``expected`` (float64 probabilities)."""
+    got = torch.zeros(len(expected), dtype=torch.float64)
+    for entry in prediction["top_k"]:
+        got[entry["index"]] = entry["probability"]
+    assert prediction["index"] == int(expected.argmax()), msg
+    torch.testing.assert_close(got, expected, atol=atol, rtol=0, msg=msg)

@@ -88,7 +88,7 @@ def test_imported_resnet50_on_cuda_answers_as_torchvision(tmp_path: Path) -> Non
     from app.__main__ import main
     from app.serving.images import decode_image
     from app.store import read_manifest
-    from tests.importers.support import IMAGENET, save_pt, torchvision_resnet
+    from tests.importers.support import IMAGENET, assert_predicts, save_pt, torchvision_resnet
     from tests.serving.conftest import png
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -117,8 +117,4 @@ def test_imported_resnet50_on_cuda_answers_as_torchvision(tmp_path: Path) -> Non
             )
             assert answer.status_code == 200, answer.text
             (prediction,) = answer.json()["predictions"]
-            got = torch.zeros(classes, dtype=torch.float64)
-            for item in prediction["top_k"]:
-                got[item["index"]] = item["probability"]
-            assert prediction["index"] == int(expected.argmax()), collapsed
-            torch.testing.assert_close(got, expected, atol=1e-4, rtol=0, msg=f"collapsed={collapsed}")
+            assert_predicts(prediction, expected, atol=1e-4, msg=f"collapsed={collapsed}")
