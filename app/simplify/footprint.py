@@ -82,8 +82,9 @@ def simplify_bytes(
     module = simplified_bytes(config, input_shape, max_affine_bytes)
     num_inputs = NUM_RANDOM_INPUTS + num_samples
     held = state_bytes(config) + module + num_inputs * math.prod(input_shape) * _F32
-    layer = module if _collapses(config, input_shape, max_affine_bytes) else largest_layer_elements(config) * _F32
+    collapses = _collapses(config, input_shape, max_affine_bytes)
+    layer = module if collapses else largest_layer_elements(config) * _F32
     stages = [_verify_bytes(config, input_shape, num_inputs, layer)]
     if config.linear:
-        stages.append(_collapse_bytes(config, input_shape, _collapses(config, input_shape, max_affine_bytes)))
+        stages.append(_collapse_bytes(config, input_shape, collapses))
     return held + max(stages)
