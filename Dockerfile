@@ -2,7 +2,7 @@
 #
 #   docker build --network host -t foldserve .                        # python:3.11-slim-bookworm
 #   docker build --network host --build-arg BASE_IMAGE=local/python:3.11-bookworm -t foldserve .
-#   docker build --network host --build-arg EXTRAS=ray -t foldserve:ray .   # for KubeRay (deploy/kubernetes/)
+#   docker build --network host --build-arg EXTRAS=onnx,openvino,ray -t foldserve:ray .   # for KubeRay
 #
 # The base image only needs python3 (3.11) with the venv module. Torch comes from PyPI as the Linux wheel,
 # which carries its CUDA libraries: the same image runs on CPU, and on an NVIDIA GPU when the container is
@@ -10,10 +10,11 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # Stage 1: the runtime dependency list, taken from pyproject.toml, with the optional extras named in EXTRAS
-# (comma-separated; "ray": the Ray Serve deployment). Only its output is copied on, so edits to other parts of
-# pyproject.toml (tool settings, dev extras) leave the large dependency layer below cached.
+# (comma-separated; "onnx" and "openvino": the runtimes chosen among at load, "ray": the Ray Serve deployment).
+# Only its output is copied on, so edits to other parts of pyproject.toml (tool settings, dev extras) leave the
+# large dependency layer below cached.
 FROM ${BASE_IMAGE} AS requirements
-ARG EXTRAS=""
+ARG EXTRAS="onnx,openvino"
 COPY pyproject.toml /tmp/pyproject.toml
 RUN python3 -c "import os, tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
 extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
@@ -40,7 +41,9 @@ assert torch.__version__.split('+')[0] == '2.14.1' and torchvision.__version__.s
 # The service runs as an unprivileged user; the code and models it reads stay owned by root.
 RUN groupadd --system --gid 10001 foldserve \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/foldserve \
-    --shell /usr/sbin/nologin foldserve
+    --shell /usr/sbin/nologin foldserve \
+    && install -d -o foldserve -g foldserve /home/foldserve/.cache/foldserve
+# ^ the runtime cache (FOLDSERVE_RUNTIME_CACHE): exported ONNX graphs, kept in a volume by docker-compose.yml
 
 WORKDIR /srv/foldserve
 COPY app/ app/

@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# ray: the Ray Serve deployment's tests run in CI (tests/serving/ray/, a one-node cluster in about 35 s);
 	# it adds about 250 MB and half a minute to a fresh install
-	$(PY) -m pip install --quiet -e '.[train,loadtest,dev,ray]'
+	# onnx, openvino: the runtimes every variant is chosen among at load (app/runtimes); about 150 MB
+	$(PY) -m pip install --quiet -e '.[train,loadtest,dev,ray,onnx,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP)

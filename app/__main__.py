@@ -1,4 +1,4 @@
-"""``python -m app``: serve | train | evaluate | reproduce | import | simplify | bench.
+"""``python -m app``: serve | train | evaluate | reproduce | import | simplify | bench | runtimes.
 
 Each command lives with its package (``app/<package>/cli.py`` registers it); user errors end as one line
 on stderr and exit code 2, never a traceback.
@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 # Modules whose add_parsers() registers commands; a missing optional one (training without its extra)
 # only drops its commands.
-_COMMAND_MODULES = ("app.serving.cli", "app.training.cli", "app.importers.cli", "app.cli_models")
+_COMMAND_MODULES = ("app.serving.cli", "app.training.cli", "app.importers.cli", "app.cli_models", "app.cli_runtimes")
 
 
 def build_parser() -> argparse.ArgumentParser:

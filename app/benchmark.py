@@ -19,7 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import nn
+
+Forward = Callable[[torch.Tensor], Any]
+"""What is timed: a module, a runtime, or any callable of one batch."""
 
 MAX_CALLS_PER_BLOCK = 1_000_000
 
@@ -28,7 +30,7 @@ __all__ = ["compare_forward", "time_forward"]
 
 @torch.inference_mode()
 def compare_forward(
-    modules: Mapping[str, nn.Module],
+    modules: Mapping[str, Forward],
     x: torch.Tensor,
     *,
     warmup: int = 3,
@@ -39,7 +41,7 @@ def compare_forward(
     """Time several modules on the same input in interleaved rounds.
 
     Args:
-        modules: name -> module in eval mode, on ``x``'s device.
+        modules: name -> module in eval mode on ``x``'s device, or any callable of ``x``.
         x: the input batch.
         warmup: untimed calls of each module first (caches, lazy initialisation, cuDNN autotuning).
         rounds: timed rounds; each round times one block of calls of every module in turn.
@@ -69,7 +71,7 @@ def compare_forward(
     return {name: _summary(times[name], sizes[name] * rounds, int(x.shape[0]), threads) for name in modules}
 
 
-def time_forward(module: nn.Module, x: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+def time_forward(module: Forward, x: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
     """Median, p10 and p90 seconds per call of ``module(x)``; arguments as :func:`compare_forward`."""
     return compare_forward({"module": module}, x, **kwargs)["module"]
 
@@ -81,7 +83,7 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def _time_block(module: nn.Module, x: torch.Tensor, calls: int, sync: Callable[[], None]) -> float:
+def _time_block(module: Forward, x: torch.Tensor, calls: int, sync: Callable[[], None]) -> float:
     """Seconds that ``calls`` calls of ``module(x)`` take, from an idle device to an idle device."""
     sync()
     started = time.perf_counter()
@@ -91,7 +93,7 @@ def _time_block(module: nn.Module, x: torch.Tensor, calls: int, sync: Callable[[
     return time.perf_counter() - started
 
 
-def _calls_per_block(module: nn.Module, x: torch.Tensor, block_seconds: float, sync: Callable[[], None]) -> int:
+def _calls_per_block(module: Forward, x: torch.Tensor, block_seconds: float, sync: Callable[[], None]) -> int:
     """The fewest calls of ``module(x)`` that take at least ``block_seconds`` (found by growing the count at most
     tenfold a step, so one slow first guess cannot run for long); 1 when one call is enough."""
     calls = 1

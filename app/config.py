@@ -11,10 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["RUNTIME_NAMES", "Settings", "get_settings"]
+
+RUNTIME_NAMES = ("eager", "onnxruntime", "openvino")
+"""The runtimes ``FOLDSERVE_RUNTIMES`` may name (``app.runtimes.RUNTIMES``, which a test keeps equal)."""
 
 
 class Settings(BaseSettings):
@@ -63,8 +66,20 @@ class Settings(BaseSettings):
         default=16, ge=0, description="pixel-range images verified on when none are shipped"
     )
     warmup_runs: int = Field(default=3, ge=0, description="forward passes per variant and batch size before serving")
-    speedup_rounds: int = Field(default=15, ge=1, description="interleaved timing rounds of both variants at load")
-    speedup_block_seconds: float = Field(default=0.05, ge=0, description="least time of one timed block of calls")
+    runtimes: str = Field(
+        default="auto",
+        description="the runtimes each variant is built, verified and timed on at load, the fastest that passes "
+        "serving: auto (every one installed) or a comma-separated list of eager, onnxruntime, openvino",
+    )
+    runtime_cache: Path | None = Field(
+        default=Path("~/.cache/foldserve/runtimes"),
+        validate_default=True,
+        description="folder of exported ONNX graphs kept between starts (verified again when read); empty: no cache",
+    )
+    speedup_rounds: int = Field(
+        default=7, ge=1, description="interleaved timing rounds at load, of the runtime candidates and of both variants"
+    )
+    speedup_block_seconds: float = Field(default=0.01, ge=0, description="least time of one timed block of calls")
 
     # HTTP
     host: str = Field(default="127.0.0.1", description="address that `python -m app serve` listens on")
@@ -158,6 +173,30 @@ class Settings(BaseSettings):
         ge=1,
         description="request-body bytes held by the process at once (read, not yet decoded); beyond: 503",
     )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in (*RUNTIME_NAMES, "auto")]
+        if unknown or not names or ("auto" in names and len(names) > 1):
+            raise ValueError(
+                f"runtimes must be 'auto' or a comma-separated list of {', '.join(RUNTIME_NAMES)}, got {value!r}"
+            )
+        return ",".join(names)
+
+    @field_validator("runtime_cache", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        if value == "":
+            return None
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @property
+    def runtime_candidates(self) -> tuple[str, ...]:
+        """The runtimes to try, in :data:`RUNTIME_NAMES`' order."""
+        named = set(self.runtimes.split(","))
+        return tuple(name for name in RUNTIME_NAMES if "auto" in named or name in named)
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:

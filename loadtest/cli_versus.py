@@ -56,6 +56,11 @@ def add_parsers(sub: Any) -> None:
     versus.add_argument("--pid", type=int, help="with --url: the foldserve process whose tree's CPU is counted")
     versus.add_argument("--reference-pid", type=int, help="with --reference-url: the same for the reference")
     versus.add_argument("--workers", type=_ints, help="foldserve worker counts, one spawned server each (e.g. 1,2)")
+    versus.add_argument(
+        "--runtimes",
+        help="FOLDSERVE_RUNTIMES values separated by '/', one spawned server each (e.g. eager/auto); the reference "
+        "runs the last",
+    )
     versus.add_argument("--reference-threads", type=int, help="the reference's torch threads (default: foldserve's)")
     versus.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated (default %(default)s)")
     versus.add_argument("--concurrency", type=_ints, default=list(CONCURRENCIES), help="comma-separated")
@@ -117,20 +122,27 @@ def _contenders(args: argparse.Namespace, models: list[str], out: Path) -> Itera
     if args.url and len(counts) > 1:
         raise ValueError("--workers with several counts spawns one server each: leave out --url")
     # (name, kind, settings, the process to spawn or None, else the url and pid of a server already running)
+    runtimes = args.runtimes.split("/") if args.runtimes else [env.get("FOLDSERVE_RUNTIMES", "auto")]
+    if args.url and len(runtimes) > 1:
+        raise ValueError("--runtimes with several values spawns one server each: leave out --url")
     plans: list[tuple[str, str, dict[str, Any], ServerProcess | None, str | None, int | None]] = []
     for n in counts:
-        mine = {**env, "FOLDSERVE_WORKERS": str(n)}
-        settings = {"workers": n, "torch_threads": foldserve_threads(mine), "env": mine}
-        log = out / f"foldserve-w{n}.log"
-        server = None if args.url else ServerProcess(args.spawn, env=mine, log_path=log, ready_timeout=300.0)
-        plans.append((f"foldserve w{n}", "foldserve", settings, server, args.url, args.pid))
+        for runtime in runtimes:
+            mine = {**env, "FOLDSERVE_WORKERS": str(n), "FOLDSERVE_RUNTIMES": runtime}
+            settings = {"workers": n, "torch_threads": foldserve_threads(mine), "env": mine}
+            name = f"foldserve w{n}" + (f" {runtime}" if len(runtimes) > 1 else "")
+            log = out / f"{name.replace(' ', '-')}.log"
+            server = None if args.url else ServerProcess(args.spawn, env=mine, log_path=log, ready_timeout=300.0)
+            plans.append((name, "foldserve", settings, server, args.url, args.pid))
     threads = args.reference_threads or foldserve_threads({**env, "FOLDSERVE_WORKERS": "1"})
     ref = (
         None
         if args.reference_url
-        else ReferenceProcess(args.spawn, threads=threads, log_path=out / "reference.log", ready_timeout=300.0)
+        else ReferenceProcess(
+            args.spawn, threads=threads, runtimes=runtimes[-1], log_path=out / "reference.log", ready_timeout=300.0
+        )
     )
-    settings = {"workers": 1, "torch_threads": threads, "env": {}}
+    settings = {"workers": 1, "torch_threads": threads, "env": {"FOLDSERVE_RUNTIMES": runtimes[-1]}}
     plans.append(("reference", "reference", settings, ref, args.reference_url, args.reference_pid))
     with contextlib.ExitStack() as stack:
         for process in (plan[3] for plan in plans if plan[3] is not None):  # all load at once

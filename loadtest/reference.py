@@ -2,10 +2,11 @@
 
 ``python -m loadtest reference --store model_store --port 8130`` serves ``POST /predict?model=&collapsed=``
 and ``GET /healthz`` from a minimal FastAPI handler: ``await request.body()``, foldserve's own image decoder,
-the same simplified (or original) network run inline on the event loop, one ``JSONResponse``. No batching,
-no thread hand-off, no limits, no metrics. It loads each checkpoint with foldserve's loader and simplifier,
-so a load test that puts both servers side by side measures only what foldserve's serving adds (or saves,
-where batching pays). It is a yardstick for benchmarks, not a server to deploy: it bounds nothing.
+the same simplified (or original) network on the same runtime run inline on the event loop, one
+``JSONResponse``. No batching, no thread hand-off, no limits, no metrics. It loads each checkpoint with
+foldserve's own pipeline (simplified, verified, each variant on the fastest runtime among ``--runtimes``), so a
+load test that puts both servers side by side measures only what foldserve's serving adds (or saves, where
+batching pays). It is a yardstick for benchmarks, not a server to deploy: it bounds nothing.
 """
 
 # no `from __future__ import annotations`: FastAPI must see the real Request class on the nested handler
@@ -17,24 +18,26 @@ from typing import Any
 __all__ = ["add_parser", "build_reference_app", "serve_reference"]
 
 
-def build_reference_app(store: Path, *, threads: int | None = None) -> Any:
+def build_reference_app(store: Path, *, threads: int | None = None, runtimes: str = "auto") -> Any:
     """A FastAPI app serving every model of ``store`` (both variants), loaded before it returns."""
     import torch
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
+    from app.config import Settings
     from app.serving.images import decode_images
-    from app.simplify import simplify
-    from app.store import discover_models, load_checkpoint
+    from app.serving.loading import load_model
+    from app.store import discover_models
 
     torch.set_num_threads(threads or _default_threads())
-    networks: dict[tuple[str, str], torch.nn.Module] = {}
+    settings = Settings(model_store=store, runtimes=runtimes)
+    networks: dict[tuple[str, str], Any] = {}
     manifests = {}
     for path in discover_models(store):
-        manifest, original = load_checkpoint(path)
-        simplified = simplify(original, manifest.input.shape).module.eval()
-        manifests[path.name] = manifest
-        networks[(path.name, "collapsed")], networks[(path.name, "original")] = simplified, original.eval()
+        loaded = load_model(path, settings, torch.device("cpu"))
+        manifests[path.name] = loaded.manifest
+        for variant, chosen in loaded.runtimes.items():
+            networks[(path.name, variant)] = chosen.runtime
     if not networks:
         raise FileNotFoundError(f"no models in {store}")
     default = sorted(manifests)[0]
@@ -70,13 +73,12 @@ def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def serve_reference(store: Path, host: str, port: int, threads: int | None) -> int:
+def serve_reference(store: Path, host: str, port: int, threads: int | None, runtimes: str = "auto") -> int:
     """Load ``store`` and serve it with uvicorn (uvloop, httptools, no access log) until stopped."""
     import uvicorn
 
-    uvicorn.run(
-        build_reference_app(store, threads=threads), host=host, port=port, log_level="warning", access_log=False
-    )
+    app = build_reference_app(store, threads=threads, runtimes=runtimes)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
 
 
@@ -87,4 +89,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8130)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: foldserve's, cores - 1)")
-    parser.set_defaults(func=lambda args: serve_reference(args.store, args.host, args.port, args.threads))
+    parser.add_argument("--runtimes", default="auto", help="as FOLDSERVE_RUNTIMES (default %(default)s)")
+    parser.set_defaults(
+        func=lambda args: serve_reference(args.store, args.host, args.port, args.threads, args.runtimes)
+    )

@@ -220,6 +220,7 @@ class ReferenceProcess(ServerProcess):
     Args:
         model_store: the store it serves.
         threads: torch intra-op threads; None: its default (cores - 1, as foldserve's).
+        runtimes: the runtimes its variants are chosen among, as ``FOLDSERVE_RUNTIMES``.
         port, ready_timeout, log_path: as for :class:`ServerProcess`.
     """
 
@@ -230,15 +231,17 @@ class ReferenceProcess(ServerProcess):
         model_store: Path,
         *,
         threads: int | None = None,
+        runtimes: str = "auto",
         port: int | None = None,
         ready_timeout: float = 120.0,
         log_path: Path | None = None,
     ) -> None:
         super().__init__(model_store, port=port, ready_timeout=ready_timeout, log_path=log_path)
         self.threads = threads
+        self.runtimes = runtimes
 
     def command(self) -> list[str]:
-        """``python -m loadtest reference --store STORE --port PORT [--threads N]``."""
+        """``python -m loadtest reference --store STORE --port PORT --runtimes R [--threads N]``."""
         command = [sys.executable, "-m", "loadtest", "reference", "--store", str(self.model_store)]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--runtimes", self.runtimes]
         return command + (["--threads", str(self.threads)] if self.threads else [])

@@ -95,3 +95,17 @@ def test_readme_lists_every_setting_with_its_default() -> None:
             rows[cells[0].strip("`")] = cells[1].strip("`")
     expected = {f"FOLDSERVE_{name.upper()}": str(field.default) for name, field in Settings.model_fields.items()}
     assert rows == expected
+
+
+def test_runtimes_name_known_runtimes_or_auto() -> None:
+    assert Settings().runtime_candidates == ("eager", "onnxruntime", "openvino")
+    assert Settings(runtimes="openvino, eager").runtime_candidates == ("eager", "openvino")
+    assert Settings(runtimes="eager").runtimes == "eager"
+    for bad in ("tensorflow", "", "auto,eager", "eager,,tvm"):
+        with pytest.raises(ValueError, match="runtimes must be 'auto' or a comma-separated list of eager, onnxruntime"):
+            Settings(runtimes=bad)
+
+
+def test_an_empty_runtime_cache_turns_it_off_and_a_home_path_is_expanded() -> None:
+    assert Settings(runtime_cache="").runtime_cache is None
+    assert Settings(runtime_cache="~/graphs").runtime_cache == Path.home() / "graphs"

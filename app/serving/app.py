@@ -119,6 +119,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         torch.set_num_threads(torch_threads(settings, device))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # inputs have a fixed size: let cuDNN pick its kernels
+            # float32 as verified: each runtime's outputs are checked at load against float64 as they will be
+            # served, and TF32's 10-bit mantissa would put convolutions 1e-3 off, ten times the tolerance
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         models = ModelRegistry(settings, metrics, device)
         models.discover()
         app.state.models = models

@@ -1,6 +1,6 @@
 """Dynamic batching: images from concurrent requests share one forward pass.
 
-One :class:`DynamicBatcher` serves one network (a model's collapsed or original variant). Requests put
+One :class:`DynamicBatcher` serves one network (a model's collapsed or original variant, on its runtime). Requests put
 their images in a bounded queue; a collector task on the event loop closes a batch when it holds
 ``max_batch_size`` images or when its oldest image has waited ``max_wait`` seconds, and runs the forward
 pass in the batcher's own worker thread under ``torch.inference_mode()``, so the event loop never blocks.
@@ -17,12 +17,11 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from app.serving.errors import DeadlineExceeded, QueueFull, ServingError, Unavailable
 from app.serving.metrics import BatcherMetrics
@@ -60,18 +59,19 @@ class DynamicBatcher:
     """Collects images from concurrent requests into batches for one network.
 
     Args:
-        module: the network, in eval mode, on ``device``: ``[N, C, H, W] -> [N, K]``.
+        runtime: the network on its runtime (:class:`app.runtimes.Runtime`), or any callable
+            ``[N, C, H, W] -> [N, K]`` taking its inputs on ``device``.
         max_batch_size: images per forward pass, at most.
         max_wait: seconds a batch waits for more images once its first image arrived.
         max_queue_size: images that may wait; a request that would overflow it gets :class:`QueueFull`.
-        device: where ``module`` lives; inputs are copied there.
+        device: where ``runtime`` takes its inputs; batches are copied there.
         metrics: where to record batch sizes, inference time, queue depth and rejections.
         retry_after_s: the ``Retry-After`` to suggest when the queue is full.
     """
 
     def __init__(
         self,
-        module: nn.Module,
+        runtime: Callable[[torch.Tensor], torch.Tensor],
         *,
         max_batch_size: int,
         max_wait: float,
@@ -86,7 +86,7 @@ class DynamicBatcher:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
-        self.module = module
+        self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue_size = max_queue_size
@@ -277,7 +277,7 @@ class DynamicBatcher:
         with torch.inference_mode():
             if self.device.type != "cuda":
                 batch = images if isinstance(images, torch.Tensor) else torch.stack(images)
-                return self.module(batch).float().unbind(0)
+                return self.runtime(batch).float().unbind(0)
             n = len(images)
             padded = min(1 << (n - 1).bit_length(), self.max_batch_size)
             staging = self._pinned_staging(images[0])
@@ -286,7 +286,7 @@ class DynamicBatcher:
             else:
                 torch.stack(images, out=staging[:n])
             batch = staging[:padded].to(self.device, non_blocking=True)
-            return self.module(batch)[:n].float().cpu().unbind(0)
+            return self.runtime(batch)[:n].float().cpu().unbind(0)
 
     def _pinned_staging(self, like: torch.Tensor) -> torch.Tensor:
         shape = (self.max_batch_size, *like.shape)

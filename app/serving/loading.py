@@ -1,9 +1,11 @@
 """Loading one checkpoint into the two networks the service runs, one fixed pipeline.
 
 read (manifest, then the memory budget: a model over ``max_model_bytes`` is refused before anything is
-allocated) → build (strict load) → simplify → verify (float64, random inputs and sample images) → to the
-device → warm up both variants → measure the speedup (median batch-1 latency, original over simplified).
-Each stage is timed. Everything here blocks: the registry runs it in a worker thread.
+allocated) → build (strict load) → simplify → verify (float64, random inputs and sample images) → runtimes
+(each variant on every candidate runtime: built, verified against the same float64 reference, timed; the
+fastest that passed serves, with its largest useful batch) → warm up both variants → measure the speedup
+(median batch-1 latency of the served variants, original over simplified). Each stage is timed. Everything
+here blocks: the registry runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from app.benchmark import compare_forward
-from app.budget import check_budget
+from app.budget import check_budget, largest_timed_batch
 from app.config import Settings
+from app.runtimes import (
+    GraphCache,
+    SelectionOptions,
+    VariantRuntime,
+    graph_key,
+    select_runtime,
+    served,
+)
 from app.serving.images import decode_image
-from app.simplify import simplify
+from app.simplify import Simplified, simplify
 from app.store import MANIFEST_FILE, InputSpec, Manifest, ModelStore, load_checkpoint, read_manifest
 
 __all__ = ["SAMPLES_FILE", "LoadedModel", "batch_sizes_to_warm", "load_model", "resolve_device"]
@@ -41,14 +51,13 @@ SAMPLES_FILE = "samples.safetensors"
 
 @dataclass
 class LoadedModel:
-    """A checkpoint made ready to serve: both networks on the device, and what loading measured."""
+    """A checkpoint made ready to serve: both variants on their runtimes, and what loading measured."""
 
     manifest: Manifest
-    collapsed: nn.Module
-    original: nn.Module
+    runtimes: dict[str, VariantRuntime]  # "collapsed" and "original"
     report: dict[str, Any]
     samples: str  # where the verification images came from
-    latency_s: dict[str, float]  # median batch-1 seconds per variant, measured at load
+    latency_s: dict[str, float]  # median batch-1 seconds per variant as served, measured at load
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -129,16 +138,17 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
     # simplify() verifies as its last step; split its time so the two stages are told apart
     stages.seconds["verify"] = report["seconds"] - report["transform_seconds"]
     stages.seconds["simplify"] -= stages.seconds["verify"]
-    with stages("device"):
-        networks = {"collapsed": simplified.module.to(device).eval(), "original": model.to(device).eval()}
-    example = (samples[:1] if samples is not None else torch.zeros(1, *manifest.input.shape)).to(device)
+    with stages("runtimes"):
+        runtimes = _select_runtimes(manifest, simplified, model, settings, device)
+    del model, simplified  # what serves is in the runtimes now (an eager one holds its module)
+    example = samples[:1] if samples is not None else torch.zeros(1, *manifest.input.shape)
     with stages("warmup"):
         _warm_up_decoder(manifest.input, settings.max_image_pixels)
-        for network in networks.values():
-            _warm_up(network, example, settings.max_batch_size, settings.warmup_runs)
+        for chosen in runtimes.values():
+            _warm_up(chosen, example, settings.warmup_runs)
     with stages("speedup"):
         timings = compare_forward(
-            networks,
+            {name: served(chosen.runtime) for name, chosen in runtimes.items()},
             example,
             warmup=1,
             rounds=settings.speedup_rounds,
@@ -146,7 +156,58 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
         )
     latency = {name: float(timing["median_s"]) for name, timing in timings.items()}
     _return_freed_memory()
-    return LoadedModel(manifest, networks["collapsed"], networks["original"], report, origin, latency, stages.seconds)
+    return LoadedModel(manifest, runtimes, report, origin, latency, stages.seconds)
+
+
+def _select_runtimes(
+    manifest: Manifest, simplified: Simplified, original: nn.Module, settings: Settings, device: torch.device
+) -> dict[str, VariantRuntime]:
+    """Each variant on the fastest candidate runtime that passes verification against the original in float64.
+
+    Raises:
+        NoRuntimePassed: a variant has no runtime that passed.
+    """
+    assert simplified.inputs is not None and simplified.reference is not None
+    options = SelectionOptions(
+        candidates=settings.runtime_candidates,
+        device=device,
+        threads=torch.get_num_threads(),
+        tolerance=settings.verification_tolerance,
+        # the batcher's cap, or less where a batch that large would need more memory than one timing may take
+        max_batch_size=largest_timed_batch(
+            manifest.architecture.to_config(), manifest.input.shape, settings.max_batch_size
+        ),
+        rounds=settings.speedup_rounds,
+        block_seconds=settings.speedup_block_seconds,
+        cache=GraphCache(settings.runtime_cache) if settings.runtime_cache is not None else None,
+    )
+    modules = {"collapsed": simplified.module, "original": original}
+    chosen = {}
+    for variant, module in modules.items():
+        chosen[variant] = select_runtime(
+            module,
+            manifest.input.shape,
+            simplified.inputs,
+            simplified.reference,
+            options,
+            cache_key=graph_key(
+                weights_sha256=manifest.weights.sha256,
+                variant=variant,
+                kind=simplified.report["kind"] if variant == "collapsed" else "original",
+                input_shape=manifest.input.shape,
+            ),
+        )
+        logger.info("%s %s: %s", manifest.name, variant, _summary(chosen[variant]))
+    return chosen
+
+
+def _summary(chosen: VariantRuntime) -> str:
+    """One log line: the runtime served, its batch, and each candidate's batch-1 time or why it is not served."""
+    parts = []
+    for name, report in chosen.candidates.items():
+        one = report.latency_s.get(1)
+        parts.append(f"{name} {one * 1e3:.3f} ms" if one is not None else f"{name} {report.status}: {report.reason}")
+    return f"serves on {chosen.name} (batches up to {chosen.max_batch_size}); batch 1: {', '.join(parts)}"
 
 
 def _shipped_samples(directory: Path, spec: InputSpec, store: ModelStore) -> tuple[Path, int] | None:
@@ -194,13 +255,12 @@ def _verification_samples(
 
 
 @torch.inference_mode()
-def _warm_up(network: nn.Module, example: torch.Tensor, max_batch_size: int, runs: int) -> None:
-    for size in batch_sizes_to_warm(max_batch_size, example.device):
+def _warm_up(chosen: VariantRuntime, example: torch.Tensor, runs: int) -> None:
+    call = served(chosen.runtime)
+    for size in batch_sizes_to_warm(chosen.max_batch_size, chosen.runtime.device):
         batch = example.expand(size, *example.shape[1:]).contiguous()
         for _ in range(runs):
-            network(batch)
-    if example.device.type == "cuda":
-        torch.cuda.synchronize(example.device)
+            call(batch)
 
 
 def _return_freed_memory() -> None:

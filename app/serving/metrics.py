@@ -24,6 +24,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.config import RUNTIME_NAMES
 from app.serving.errors import Overloaded
 
 __all__ = [
@@ -58,7 +59,7 @@ process had too many bytes or pixels in flight."""
 FORWARD_PATHS = ("inline", "batched")
 """Where a forward pass ran: on the event loop (a variant measured cheap, with nothing queued) or in the batcher."""
 
-LOAD_STAGES = ("read", "build", "simplify", "verify", "device", "warmup", "speedup")
+LOAD_STAGES = ("read", "build", "simplify", "verify", "runtimes", "warmup", "speedup")
 """The steps of loading one model, in order; ``foldserve_model_load_seconds`` has one series per stage."""
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -196,6 +197,18 @@ class ServingMetrics:
             mv,
             "max",
         )
+        self.variant_runtime = self._gauge(
+            "foldserve_variant_runtime_info",
+            "1 for the runtime a variant serves on (chosen by measurement at load), 0 for the other runtimes",
+            (*mv, "runtime"),
+            "max",
+        )
+        self.variant_max_batch = self._gauge(
+            "foldserve_variant_max_batch_size",
+            "Largest batch of a variant's forward passes: where its images/s stopped rising, measured at load",
+            mv,
+            "max",
+        )
         self.verification_error = self._gauge(
             "foldserve_verification_error",
             "Error of the simplified network against the original at load (max_abs, or max_rel to the output scale)",
@@ -296,6 +309,9 @@ class ServingMetrics:
             self.model_parameters.labels(model, variant)
             self.model_macs.labels(model, variant)
             self.inline.labels(model, variant)
+            self.variant_max_batch.labels(model, variant)
+            for runtime in RUNTIME_NAMES:
+                self.variant_runtime.labels(model, variant, runtime)
         for measure in ("max_abs", "max_rel"):
             self.verification_error.labels(model=model, measure=measure)
         for stage in LOAD_STAGES:

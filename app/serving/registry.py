@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
-from app.config import Settings
+from app.config import RUNTIME_NAMES, Settings
+from app.runtimes import NoRuntimePassed
 from app.serving.batching import DynamicBatcher
 from app.serving.errors import LoadFailed, ModelFailed, ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
@@ -45,10 +45,6 @@ class Variant:
     batcher: DynamicBatcher
     series: VariantSeries
     inline: bool  # its batch-1 forward pass measured at most settings.inline_max_forward_us at load
-
-    @property
-    def module(self) -> nn.Module:
-        return self.batcher.module
 
     @property
     def collapsed(self) -> bool:
@@ -156,11 +152,15 @@ class ModelRegistry:
         self._record(entry)
         self._retire(previous)
         logger.info(
-            "%s ready (version %s): %s, forward pass %.1f µs collapsed (%s) and %.1f µs original (%s)",
+            "%s ready (version %s): %s, forward pass %.1f µs collapsed (%s, %s) and %.1f µs original (%s, %s)",
             entry.name,
             loaded.manifest.version,
             loaded.report["kind"],
-            *(x for v in entry.variants.values() for x in (loaded.latency_s[v.name] * 1e6, _path(v))),
+            *(
+                x
+                for v in entry.variants.values()
+                for x in (loaded.latency_s[v.name] * 1e6, loaded.runtimes[v.name].name, _path(v))
+            ),
         )
 
     def unload(self, entry: ModelEntry) -> None:
@@ -172,23 +172,24 @@ class ModelRegistry:
         logger.info("%s unloaded", entry.name)
 
     def _retire(self, variants: dict[str, Variant]) -> None:
-        """Close the batchers of variants no longer served, once no request can still hold them: a request
-        resolves its variant once, and every request ends by its deadline."""
+        """Close the batchers and runtimes of variants no longer served, once no request can still hold them: a
+        request resolves its variant once, and every request ends by its deadline."""
         if not variants:
             return
         loop = asyncio.get_running_loop()
         grace = self.settings.request_timeout_s + 1.0
         for variant in variants.values():
-            loop.call_later(grace, _close_soon, variant.batcher)
+            loop.call_later(grace, _close_soon, variant)
 
     def _variant(self, model: str, name: str, loaded: LoadedModel) -> Variant:
         series = self.metrics.variant(model, name)
+        chosen = loaded.runtimes[name]
         batcher = DynamicBatcher(
-            getattr(loaded, name),
-            max_batch_size=self.settings.max_batch_size,
+            chosen.runtime,
+            max_batch_size=chosen.max_batch_size,
             max_wait=self.settings.max_wait_ms / 1000,
             max_queue_size=self.settings.max_queue_size,
-            device=self.device,
+            device=chosen.runtime.device,
             metrics=series,
             retry_after_s=self.settings.retry_after_s,
         )
@@ -204,6 +205,10 @@ class ModelRegistry:
             m.model_parameters.labels(name, variant).set(report[f"params_{suffix}"])
             m.model_macs.labels(name, variant).set(report[f"macs_{suffix}"])
             m.inline.labels(name, variant).set(int(entry.variants[variant].inline))
+            chosen = loaded.runtimes[variant]
+            m.variant_max_batch.labels(name, variant).set(chosen.max_batch_size)
+            for runtime in RUNTIME_NAMES:
+                m.variant_runtime.labels(name, variant, runtime).set(int(runtime == chosen.name))
         for measure in ("max_abs", "max_rel"):
             m.verification_error.labels(model=name, measure=measure).set(report[f"{measure}_error"])
         for stage, seconds in loaded.stage_seconds.items():
@@ -270,8 +275,8 @@ class ModelRegistry:
                 await variant.batcher.close()
 
 
-def _close_soon(batcher: DynamicBatcher) -> None:
-    task = asyncio.get_running_loop().create_task(batcher.close(), name="foldserve-retire-batcher")
+def _close_soon(variant: Variant) -> None:
+    task = asyncio.get_running_loop().create_task(_close(variant), name="foldserve-retire-variant")
     _RETIRING.add(task)  # keep a reference until it is done, as asyncio asks
     task.add_done_callback(_RETIRING.discard)
 
@@ -279,9 +284,15 @@ def _close_soon(batcher: DynamicBatcher) -> None:
 _RETIRING: set[asyncio.Task[None]] = set()
 
 
+async def _close(variant: Variant) -> None:
+    """Stop ``variant``'s batcher, then release its runtime (sessions, compiled models)."""
+    await variant.batcher.close()
+    variant.loaded.runtimes[variant.name].runtime.close()
+
+
 def _failure(entry: ModelEntry, exc: Exception) -> tuple[str, dict[str, Any] | None]:
     """Why loading ``entry`` failed, as a client may read it, and the simplification report if there is one."""
-    if isinstance(exc, CheckpointError | SimplificationError):
+    if isinstance(exc, CheckpointError | SimplificationError | NoRuntimePassed):
         return str(exc), getattr(exc, "report", None) or None
     logger.exception("loading %s failed unexpectedly", entry.name, exc_info=exc)  # a bug or a resource problem
     return f"unexpected error while loading: {type(exc).__name__}", None

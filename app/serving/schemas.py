@@ -65,10 +65,26 @@ class PredictResponse(BaseModel):
     timings_ms: Timings
 
 
+class CandidateInfo(BaseModel):
+    status: Literal["served", "passed", "failed", "unavailable"]
+    reason: str | None = Field(description="why it failed or is unavailable")
+    graph: Literal["exported", "cache"] | None = Field(description="where its ONNX graph came from (eager: null)")
+    build_seconds: float
+    errors: dict[str, float | int | None] | None = Field(
+        description="its outputs against the original in float64: max_abs_error, max_rel_error, top1_agreement, "
+        "num_inputs"
+    )
+    latency_ms: dict[str, float] = Field(description="median milliseconds per forward pass, by batch size")
+
+
 class VariantInfo(BaseModel):
     parameters: int
     macs: int = Field(description="multiply-accumulates per image")
-    latency_ms: float = Field(description="median batch-1 forward pass, measured at load")
+    latency_ms: float = Field(description="median batch-1 forward pass on its runtime, measured at load")
+    runtime: str = Field(description="the runtime it serves on: the fastest candidate that passed verification")
+    max_batch_size: int = Field(description="largest batch of its forward passes: where its images/s stopped rising")
+    images_per_s: dict[str, float] = Field(description="images/s on its runtime by batch size, measured at load")
+    candidates: dict[str, CandidateInfo] = Field(description="every candidate runtime: verification and times")
     path: Literal["inline", "batched"] = Field(
         description="where its forward passes run: inline on the event loop when nothing is queued (a variant "
         "measured at most FOLDSERVE_INLINE_MAX_FORWARD_US), else batched"
@@ -95,7 +111,7 @@ class ModelInfo(BaseModel):
     forward_speedup: float | None = Field(
         default=None,
         description="forward pass alone, measured once at load: median batch-1 latency of the original over the "
-        "simplified network (end to end, see the live ratio in the metrics' recording rules)",
+        "simplified network, each on the runtime it serves on (end to end, see the live ratio in the recording rules)",
     )
     load_seconds: dict[str, float] | None = None
 
@@ -134,6 +150,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
             macs=report[f"macs_{suffix}"],
             latency_ms=loaded.latency_s[variant] * 1e3,
             path="inline" if entry.variants[variant].inline else "batched",
+            **_finite(loaded.runtimes[variant].as_dict()),
         )
         for variant, suffix in (("collapsed", "after"), ("original", "before"))
     }

@@ -22,7 +22,14 @@ from app.simplify.cost import count_cost, count_parameters
 from app.simplify.errors import AffineMapTooLarge, SimplificationError
 from app.simplify.footprint import simplified_bytes, simplify_bytes
 from app.simplify.skips import kept_skips, strip_zero_skips
-from app.simplify.verify import NUM_RANDOM_INPUTS, AffinityError, check_affine, compare
+from app.simplify.verify import (
+    NUM_RANDOM_INPUTS,
+    AffinityError,
+    check_affine,
+    compare,
+    error_stats,
+    reference_outputs,
+)
 
 __all__ = [
     "DEFAULT_MAX_AFFINE_BYTES",
@@ -38,9 +45,11 @@ __all__ = [
     "compare",
     "count_cost",
     "count_parameters",
+    "error_stats",
     "fold_batchnorm",
     "fold_conv_bn",
     "kept_skips",
+    "reference_outputs",
     "simplified_bytes",
     "simplify",
     "simplify_bytes",
@@ -55,10 +64,12 @@ Exact algebra leaves only float32 rounding of the new weights, about 1e-7 of the
 
 @dataclass
 class Simplified:
-    """A simplified network and the report of how it was made and verified."""
+    """A simplified network, the report of how it was made and verified, and what it was verified on."""
 
     module: nn.Module
     report: dict[str, Any] = field(default_factory=dict)
+    inputs: torch.Tensor | None = None  # the verification inputs, float32 [N, C, H, W]
+    reference: torch.Tensor | None = None  # the original's float64 outputs for them: what a runtime is checked against
 
 
 def _random_inputs(input_shape: tuple[int, int, int], count: int, device: torch.device, seed: int) -> torch.Tensor:
@@ -106,7 +117,8 @@ def simplify(
         tolerance: largest error relative to the output scale that passes verification.
 
     Returns:
-        The simplified float32 module in eval mode on the model's device, and its report.
+        The simplified float32 module in eval mode on the model's device, its report, the verification inputs and
+        the original's float64 outputs for them.
 
     Raises:
         SimplificationError: when the network claims to be linear but is not affine, or the simplified
@@ -122,6 +134,7 @@ def simplify(
     if samples is not None:
         inputs = torch.cat([inputs, samples.to(inputs)])
     before, after = count_cost(original, input_shape), count_cost(module, input_shape)
+    reference = reference_outputs(original, inputs)
     report.update(
         {
             "params_before": before["parameters"],
@@ -130,7 +143,7 @@ def simplify(
             "macs_after": after["macs"],
             "elementwise_before": before["elementwise"],
             "elementwise_after": after["elementwise"],
-            **compare(original, module, inputs),
+            **error_stats(reference, reference_outputs(module, inputs)),
             "tolerance": tolerance,
             "transform_seconds": transform_seconds,
             "seconds": time.perf_counter() - start,
@@ -142,4 +155,4 @@ def simplify(
             f"output scale > {tolerance:g} on {report['num_inputs']} inputs; not served",
             report,
         )
-    return Simplified(module=module.to(param.dtype).eval(), report=report)
+    return Simplified(module=module.to(param.dtype).eval(), report=report, inputs=inputs, reference=reference)

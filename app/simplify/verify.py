@@ -21,9 +21,11 @@ __all__ = [
     "AffinityError",
     "check_affine",
     "compare",
+    "error_stats",
     "evaluated_in_float64",
     "float64_copy",
     "no_tf32",
+    "reference_outputs",
 ]
 
 AFFINITY_TRIALS = 4
@@ -162,23 +164,41 @@ def _in_chunks(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def compare(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
-    """Error statistics of ``candidate`` against ``reference``, both evaluated in float64 on ``inputs``.
+def reference_outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``model``'s outputs for ``inputs``, computed in float64 (TF32 off): what a simplification or a runtime is
+    checked against."""
+    with no_tf32():
+        return _in_chunks(model, inputs)
+
+
+def error_stats(reference: torch.Tensor, outputs: torch.Tensor) -> dict[str, Any]:
+    """Error statistics of ``outputs`` against float64 ``reference`` outputs, compared in float64.
 
     Returns:
-        ``max_abs_error``, ``max_rel_error`` (relative to the reference's largest absolute output),
-        ``top1_agreement`` (fraction of inputs with the same arg-max) and ``num_inputs``.
+        ``max_abs_error``, ``max_rel_error`` (relative to the reference's largest absolute output; NaN or inf when
+        ``outputs`` are not finite), ``top1_agreement`` (fraction of inputs with the same arg-max) and
+        ``num_inputs``.
+
+    Raises:
+        ValueError: the two differ in shape.
     """
-    with no_tf32():
-        ref = _in_chunks(reference, inputs)
-        out = _in_chunks(candidate, inputs)
-    if ref.shape != out.shape:
-        raise ValueError(f"outputs differ in shape: reference {tuple(ref.shape)}, candidate {tuple(out.shape)}")
-    max_abs = float((ref - out).abs().max())
-    scale = max(float(ref.abs().max()), 1e-300)
+    if reference.shape != outputs.shape:
+        raise ValueError(
+            f"outputs differ in shape: reference {tuple(reference.shape)}, candidate {tuple(outputs.shape)}"
+        )
+    outputs = outputs.to(reference.device, torch.float64)
+    max_abs = float((reference - outputs).abs().max())
+    scale = max(float(reference.abs().max()), 1e-300)
     return {
         "max_abs_error": max_abs,
         "max_rel_error": max_abs / scale,
-        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).double().mean()),
-        "num_inputs": int(inputs.shape[0]),
+        "top1_agreement": float((reference.argmax(1) == outputs.argmax(1)).double().mean()),
+        "num_inputs": int(reference.shape[0]),
     }
+
+
+@torch.no_grad()
+def compare(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
+    """Error statistics (:func:`error_stats`) of ``candidate`` against ``reference``, both evaluated in float64 on
+    ``inputs``."""
+    return error_stats(reference_outputs(reference, inputs), reference_outputs(candidate, inputs))

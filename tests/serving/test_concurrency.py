@@ -60,8 +60,8 @@ class Gate(nn.Module):
 
 def gate_variant(app: FastAPI, model: str, variant: str) -> Gate:
     batcher = app.state.models.entries[model].batchers[variant]
-    gate = Gate(batcher.module)
-    batcher.module = gate
+    gate = Gate(batcher.runtime)
+    batcher.runtime = gate
     return gate
 
 
@@ -133,7 +133,8 @@ async def test_the_affine_map_runs_inline_and_the_original_is_batched_by_default
 
 async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> None:
     settings = {"max_batch_size": 1, "max_wait_ms": 0.0, "max_queue_size": 2, "max_images_per_request": 1}
-    async with serving(annealed_store, **settings) as (app, client):
+    # batched, however fast its runtime: the gate holds the batcher's thread, never the event loop
+    async with serving(annealed_store, **settings, inline_max_forward_us=0) as (app, client):
         gate = gate_variant(app, "annealed", "collapsed")
         batcher = app.state.models.entries["annealed"].batchers["collapsed"]
         post = lambda: client.post("/predict?model=annealed", content=digit_png(), headers=PNG)  # noqa: E731
@@ -155,7 +156,10 @@ async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> 
 
 
 async def test_deadline_answers_504(annealed_store: Path) -> None:
-    async with serving(annealed_store, request_timeout_s=0.2, max_wait_ms=0.0) as (app, client):
+    async with serving(annealed_store, request_timeout_s=0.2, max_wait_ms=0.0, inline_max_forward_us=0) as (
+        app,
+        client,
+    ):
         gate = gate_variant(app, "annealed", "original")
         late = await client.post("/predict?model=annealed&collapsed=false", content=digit_png(), headers=PNG)
         gate.open.set()
@@ -186,7 +190,7 @@ async def test_a_bad_image_fails_only_its_own_request(annealed_store: Path) -> N
 
 async def test_full_queue_refuses_before_decoding(annealed_store: Path) -> None:
     settings = {"max_batch_size": 1, "max_wait_ms": 0.0, "max_queue_size": 1, "max_images_per_request": 1}
-    async with serving(annealed_store, **settings) as (app, client):
+    async with serving(annealed_store, **settings, inline_max_forward_us=0) as (app, client):
         gate = gate_variant(app, "annealed", "collapsed")
         batcher = app.state.models.entries["annealed"].batchers["collapsed"]
         running = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,13 @@ pytestmark = [
 PNG = {"content-type": "image/png"}
 
 
+def runs_on_cuda(runtime: Any) -> bool:
+    """Eager PyTorch with its module on CUDA, or an ONNX Runtime session on CUDA's execution provider."""
+    if runtime.name == "eager":
+        return bool(next(runtime.module.parameters()).device.type == "cuda")
+    return "CUDAExecutionProvider" in getattr(runtime, "providers", ())
+
+
 def answers(store: Path, device: str) -> dict[tuple[str, str], list[float]]:
     results = {}
     with TestClient(create_app(fast_settings(store, device=device, max_wait_ms=20.0))) as client:
@@ -26,7 +34,7 @@ def answers(store: Path, device: str) -> dict[tuple[str, str], list[float]]:
         assert all(m["status"] == "ready" for m in body["models"]), body
         if device == "cuda":
             entry = client.app.state.models.entries["linear"]  # type: ignore[attr-defined]
-            assert next(entry.loaded.original.parameters()).device.type == "cuda"
+            assert runs_on_cuda(entry.loaded.runtimes["original"].runtime)
             assert torch.backends.cudnn.benchmark
         for model in ("linear", "annealed"):
             for collapsed in ("true", "false"):
@@ -110,7 +118,7 @@ def test_imported_resnet50_on_cuda_answers_as_torchvision(tmp_path: Path) -> Non
         (model,) = wait_until_loaded(client)["models"]
         assert model["status"] == "ready", model
         entry = client.app.state.models.entries["resnet50"]  # type: ignore[attr-defined]
-        assert next(entry.loaded.original.parameters()).device.type == "cuda"
+        assert runs_on_cuda(entry.loaded.runtimes["original"].runtime)
         for collapsed in ("true", "false"):
             answer = client.post(
                 f"/predict?model=resnet50&top_k={classes}&collapsed={collapsed}", content=image, headers=PNG

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from app.budget import RUNTIME_BYTES, LoadEstimate, estimate_load_bytes, format_bytes
+from app.budget import EXPORTER_BYTES, RUNTIME_BYTES, LoadEstimate, estimate_load_bytes, format_bytes
 from app.config import Settings
 from app.nets import ResNetConfig, resnet
 from app.serving.loading import batch_sizes_to_warm, load_model
@@ -57,6 +57,8 @@ def estimate_of(folder: Path, settings: Settings, num_samples: int) -> LoadEstim
         num_samples=num_samples,
         warmup_batch=max(batch_sizes_to_warm(settings.max_batch_size, CPU)),
         max_affine_bytes=settings.max_affine_bytes,
+        runtimes=settings.runtime_candidates,
+        max_batch_size=settings.max_batch_size,
     )
 
 
@@ -101,7 +103,8 @@ def test_a_model_loads_at_its_estimate_and_is_refused_one_byte_below(tmp_path: P
     folder = write_checkpoint(tmp_path, "annealed", kind="annealed")
     settings = fast_settings(tmp_path)
     estimate = estimate_of(folder, settings, settings.verification_samples)
-    assert RUNTIME_BYTES < estimate.total < RUNTIME_BYTES + 16 * 2**20  # the runtime, and a few MB for the load
+    # torch's and the ONNX runtimes' one-time costs, and a few MB for the load
+    assert RUNTIME_BYTES + EXPORTER_BYTES < estimate.total < RUNTIME_BYTES + EXPORTER_BYTES + 16 * 2**20
     with pytest.raises(CheckpointError) as info:
         load_model(folder, fast_settings(tmp_path, max_model_bytes=estimate.total - 1), CPU)
     assert str(info.value) == (
@@ -140,6 +143,18 @@ def test_the_default_budget_fits_an_imagenet_resnet_152(monkeypatch: pytest.Monk
     # the network, its folded copy and samples held, verification's float64 activations (one layer's weights in
     # float64 at a time), the read and the warm-up: about 0.9 GiB, a quarter of the default budget
     assert 0.75 * 2**30 < estimate.total < 1.25 * 2**30 < defaults.max_model_bytes
+    # on every runtime (the default): the exporter, each candidate's graph and session, the activations of a timed
+    # batch in each (8 images, the most under MAX_TIMING_ACTIVATION_BYTES): about 3 GiB, still within the budget
+    on_runtimes = estimate_load_bytes(
+        config,
+        (3, 224, 224),
+        num_samples=defaults.verification_samples,
+        warmup_batch=max(batch_sizes_to_warm(defaults.max_batch_size, CPU)),
+        max_affine_bytes=defaults.max_affine_bytes,
+        runtimes=defaults.runtime_candidates,
+        max_batch_size=defaults.max_batch_size,
+    )
+    assert 2.5 * 2**30 < on_runtimes.total < 3.5 * 2**30 < defaults.max_model_bytes
 
 
 _MEASURE = """
@@ -201,6 +216,8 @@ def test_the_estimate_bounds_the_measured_peak_of_a_load(
         num_samples=16,
         warmup_batch=max(batch_sizes_to_warm(32, CPU)),
         max_affine_bytes=256 * 2**20,
+        runtimes=Settings().runtime_candidates,  # fast_settings' (auto: every runtime), as the load measured
+        max_batch_size=32,
     ).total
     ratio = estimate / measured["bytes"]
     assert measured["kind"] == kind

@@ -220,3 +220,24 @@ def test_the_supervisor_asks_cuda_nothing_before_it_forks() -> None:
     done = subprocess.run([sys.executable, "-c", SUPERVISOR_IMPORTS], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_each_worker_builds_its_own_runtime_after_the_fork(tmp_path: Path) -> None:
+    server = Workers(tmp_path, FOLDSERVE_RUNTIMES="onnxruntime")
+    try:
+        server.wait_until("ready")
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        for pid in workers:  # each worker's own sessions, built in it
+            assert "onnxruntime_pybind11_state" in Path(f"/proc/{pid}/maps").read_text(), pid
+        # the supervisor forked them before any runtime existed: it never loaded ONNX Runtime
+        assert "onnxruntime" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+        labels = {"model": "linear", "variant": "original"}
+        assert server.value("foldserve_variant_runtime_info", **labels, runtime="onnxruntime") == 1
+        assert server.value("foldserve_variant_runtime_info", **labels, runtime="eager") == 0
+        answers = [post_alone(server.url, 0) for _ in range(40)]  # one image, to whichever worker takes it
+        assert [a.status_code for a in answers] == [200] * 40
+        assert len({str(a.json()["predictions"]) for a in answers}) == 1  # both workers' sessions answer alike
+        assert all(count > 0 for count in server.requests_per_worker().values())
+    finally:
+        server.stop()

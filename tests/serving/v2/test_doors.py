@@ -159,7 +159,7 @@ def gated_forward(tmp_path: Path) -> Iterator[tuple[TestClient, int, threading.E
     with TestClient(create_app(settings)) as client:
         wait_until_loaded(client)
         batcher = client.app.state.models.entries["linear"].variants["original"].batcher  # type: ignore[attr-defined]
-        network = batcher.module
+        network = batcher.runtime
 
         class Gate(torch.nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,7 @@ def gated_forward(tmp_path: Path) -> Iterator[tuple[TestClient, int, threading.E
                 release.wait(timeout=60)
                 return network(x)
 
-        batcher.module = Gate()
+        batcher.runtime = Gate()
         try:
             yield client, port, entered, release
         finally:

@@ -1,0 +1,368 @@
+"""Choosing a variant's runtime: build every candidate, verify it in float64, time it, serve the fastest.
+
+For one variant (one verified ``nn.Module``), :func:`select_runtime`
+
+1. builds each candidate runtime: ``eager`` wraps the module; ``onnxruntime`` and ``openvino`` run one ONNX graph,
+   read from the :class:`~app.runtimes.cache.GraphCache` or exported (and then cached);
+2. verifies each one's float32 outputs on the verification inputs against the original network's float64 outputs,
+   with the simplification's own tolerance and statistics; a candidate whose graph came from the cache and fails is
+   exported again and verified again, once; a candidate that cannot be built or fails is reported and never served;
+3. times the candidates that passed at batch 1 (interleaved rounds), finds on the fastest where images/s stops
+   rising as the batch doubles (capped by the batcher's ``max_batch_size``), and times them at that batch too;
+4. serves the candidate whose worse ratio to the fastest, over those two batch sizes, is smallest, with that batch
+   size as the variant's largest; the others are closed.
+
+Everything here blocks; the service runs it in the loading thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from app.benchmark import compare_forward
+from app.runtimes.base import Runtime, RuntimeUnavailable
+from app.runtimes.cache import GraphCache
+from app.runtimes.eager import EagerRuntime
+from app.runtimes.onnx_graph import GraphRefused, export_onnx
+from app.runtimes.onnx_runtime import OnnxRuntime
+from app.runtimes.openvino_runtime import OpenVinoRuntime
+from app.simplify.verify import COMPARE_CHUNK_VALUES, error_stats
+
+__all__ = [
+    "BATCH_GAIN",
+    "RUNTIMES",
+    "CandidateReport",
+    "NoRuntimePassed",
+    "SelectionOptions",
+    "VariantRuntime",
+    "build_candidates",
+    "select_runtime",
+    "served",
+]
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES: dict[str, type[Runtime]] = {r.name: r for r in (EagerRuntime, OnnxRuntime, OpenVinoRuntime)}
+"""Every runtime foldserve knows, by name, in the order candidates are tried (and ties broken)."""
+
+BATCH_GAIN = 1.05
+"""Doubling the batch must raise images/s by at least this factor to be worth it: every image of a larger batch
+waits for the whole pass, so a batch size that buys under 5% is latency spent for nothing."""
+
+CURVE_ROUNDS = 3
+"""Timing rounds of each batch size while the batch doubles on one runtime: a 5% step needs no finer median, and
+the doublings of a slow network are the longest part of loading it."""
+
+Status = Literal["served", "passed", "failed", "unavailable"]
+
+
+class NoRuntimePassed(RuntimeError):
+    """No candidate runtime of a variant could be built and verified; the message lists why, per candidate."""
+
+
+@dataclass
+class CandidateReport:
+    """What became of one candidate runtime of one variant."""
+
+    runtime: str
+    status: Status = "failed"
+    reason: str | None = None  # why it failed or is unavailable
+    graph: Literal["exported", "cache"] | None = None  # where its ONNX graph came from (eager: none)
+    build_seconds: float = 0.0  # building it, its export included
+    errors: dict[str, Any] | None = None  # max_abs_error, max_rel_error, top1_agreement, num_inputs
+    latency_s: dict[int, float] = field(default_factory=dict)  # batch size -> median seconds per call
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "graph": self.graph,
+            "build_seconds": self.build_seconds,
+            "errors": self.errors,
+            "latency_ms": {str(size): seconds * 1e3 for size, seconds in sorted(self.latency_s.items())},
+        }
+
+
+@dataclass
+class VariantRuntime:
+    """The runtime a variant serves on, its largest batch, and the report of every candidate."""
+
+    runtime: Runtime
+    max_batch_size: int  # where images/s stopped rising on it (capped by the batcher's setting)
+    images_per_s: dict[int, float]  # on the served runtime, per batch size tried
+    candidates: dict[str, CandidateReport]
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.name,
+            "max_batch_size": self.max_batch_size,
+            "images_per_s": {str(size): rate for size, rate in sorted(self.images_per_s.items())},
+            "candidates": {name: report.as_dict() for name, report in self.candidates.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How candidates are built, verified and timed."""
+
+    candidates: Sequence[str]  # runtime names, a subset of RUNTIMES, in order
+    device: torch.device
+    threads: int  # intra-op threads of every runtime
+    tolerance: float  # largest error relative to the output scale that passes
+    max_batch_size: int  # the batcher's cap
+    rounds: int = 7  # interleaved timing rounds
+    block_seconds: float = 0.02  # least time of one timed block of calls
+    cache: GraphCache | None = None  # where exported graphs are kept between starts
+
+
+def select_runtime(
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    inputs: torch.Tensor,
+    reference: torch.Tensor,
+    options: SelectionOptions,
+    *,
+    cache_key: str | None = None,
+) -> VariantRuntime:
+    """Build, verify and time every candidate runtime of ``module``; return the fastest that passed.
+
+    Args:
+        module: the verified float32 network, eval mode, on the CPU.
+        input_shape: ``(C, H, W)`` of one input.
+        inputs: the verification inputs, float32 ``[N, C, H, W]``.
+        reference: the original network's float64 outputs for ``inputs``.
+        options: candidates, device, threads, tolerance, batch cap, timing and cache.
+        cache_key: the graph's key in ``options.cache`` (None: not cached).
+
+    Raises:
+        NoRuntimePassed: every candidate failed or is unavailable (the message says why, for each).
+    """
+    reports, built = build_candidates(module, input_shape, inputs, reference, options, cache_key=cache_key)
+    if not built:
+        why = "; ".join(f"{name}: {report.reason}" for name, report in reports.items())
+        raise NoRuntimePassed(f"no runtime passed: {why}")
+    try:
+        chosen, size, curve = _choose(built, reports, inputs[:1], options)
+    except BaseException:
+        _close(built.values())
+        raise
+    _close(runtime for name, runtime in built.items() if name != chosen)
+    reports[chosen].status = "served"
+    return VariantRuntime(built[chosen], size, curve, reports)
+
+
+def build_candidates(
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    inputs: torch.Tensor,
+    reference: torch.Tensor,
+    options: SelectionOptions,
+    *,
+    cache_key: str | None = None,
+) -> tuple[dict[str, CandidateReport], dict[str, Runtime]]:
+    """Build and verify every candidate of ``options`` (arguments as :func:`select_runtime`).
+
+    Returns:
+        The report of every candidate, and the runtimes of those that passed (the caller closes them).
+    """
+    graphs = _Graphs(module, input_shape, options.cache, cache_key)
+    reports: dict[str, CandidateReport] = {}
+    built: dict[str, Runtime] = {}
+    for name in options.candidates:
+        reports[name], runtime = _build_verified(name, module, graphs, inputs, reference, options)
+        if runtime is not None:
+            built[name] = runtime
+    return reports, built
+
+
+class _Graphs:
+    """The variant's ONNX graph, read from the cache or exported at most once, shared by the ONNX runtimes."""
+
+    def __init__(
+        self, module: nn.Module, input_shape: tuple[int, int, int], cache: GraphCache | None, key: str | None
+    ) -> None:
+        self.module, self.input_shape = module, input_shape
+        self.cache = cache if key is not None else None
+        self.key = key or ""
+        self._exported: bytes | None = None
+        self._export_error: Exception | None = None
+
+    def get(self) -> tuple[bytes, Literal["exported", "cache"]]:
+        """The graph, from the cache when it holds a whole one, else exported."""
+        if self._exported is None and self.cache is not None:
+            cached = self.cache.read(self.key)
+            if cached is not None:
+                return cached, "cache"
+        return self.export(), "exported"
+
+    def export(self) -> bytes:
+        """The graph exported from the module (once; later calls return the same bytes), written to the cache."""
+        if self._export_error is not None:
+            raise self._export_error
+        if self._exported is None:
+            try:
+                self._exported = export_onnx(self.module, self.input_shape)
+            except (GraphRefused, RuntimeUnavailable) as exc:
+                self._export_error = exc
+                raise
+            if self.cache is not None:
+                self.cache.write(self.key, self._exported, input_shape=list(self.input_shape))
+        return self._exported
+
+    def evict(self) -> None:
+        if self.cache is not None:
+            self.cache.evict(self.key)
+
+
+def _build_verified(
+    name: str,
+    module: nn.Module,
+    graphs: _Graphs,
+    inputs: torch.Tensor,
+    reference: torch.Tensor,
+    options: SelectionOptions,
+) -> tuple[CandidateReport, Runtime | None]:
+    """Build candidate ``name`` and verify it; a cached graph that fails is exported again, once."""
+    report = CandidateReport(name)
+    started = time.perf_counter()
+    runtime: Runtime | None = None
+    try:
+        if name == EagerRuntime.name:
+            runtime = EagerRuntime(module, options.device)
+            report.errors = _verify(runtime, inputs, reference)
+        else:
+            graph, report.graph = graphs.get()
+            runtime = _build_onnx(name, graph, options)
+            report.errors = _verify(runtime, inputs, reference)
+            if report.graph == "cache" and not _passes(report.errors, options.tolerance):
+                logger.warning("%s on the cached graph misses the tolerance; exporting again", name)
+                runtime.close()
+                runtime = None
+                graphs.evict()
+                runtime, report.graph = _build_onnx(name, graphs.export(), options), "exported"
+                report.errors = _verify(runtime, inputs, reference)
+    except RuntimeUnavailable as exc:
+        report.status, report.reason = "unavailable", str(exc)
+    except GraphRefused as exc:
+        report.reason = str(exc)
+    except Exception as exc:  # a runtime that cannot read the graph or run it: reported, never served
+        logger.warning("runtime %s failed: %s: %s", name, type(exc).__name__, exc)
+        report.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    report.build_seconds = time.perf_counter() - started
+    if report.reason is None and report.errors is not None and not _passes(report.errors, options.tolerance):
+        report.reason = (
+            f"misses the tolerance: max error {report.errors['max_rel_error']:.3g} of the output scale > "
+            f"{options.tolerance:g} on {report.errors['num_inputs']} inputs"
+        )
+    if report.reason is not None:
+        if runtime is not None:
+            runtime.close()
+        return report, None
+    report.status = "passed"
+    return report, runtime
+
+
+def _build_onnx(name: str, graph: bytes, options: SelectionOptions) -> Runtime:
+    kind = RUNTIMES[name]
+    assert kind is not EagerRuntime
+    return kind(graph, threads=options.threads, device=options.device)  # type: ignore[call-arg]
+
+
+def _passes(errors: dict[str, Any], tolerance: float) -> bool:
+    return bool(errors["max_rel_error"] <= tolerance)  # False for NaN
+
+
+def served(runtime: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``runtime`` as the batcher calls it: a CPU batch in, CPU logits out (copies to and from its device counted)."""
+    return lambda batch: runtime(batch.to(runtime.device, non_blocking=True)).cpu()
+
+
+def _verify(runtime: Runtime, inputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    """:func:`~app.simplify.verify.error_stats` of ``runtime``'s outputs for ``inputs`` against ``reference``."""
+    chunk = max(1, COMPARE_CHUNK_VALUES // max(1, inputs[0].numel()))
+    call = served(runtime)
+    with torch.inference_mode():
+        outputs = torch.cat([call(part.float().contiguous()).double() for part in inputs.split(chunk)])
+    return error_stats(reference, outputs)
+
+
+def _choose(
+    built: dict[str, Runtime], reports: dict[str, CandidateReport], example: torch.Tensor, options: SelectionOptions
+) -> tuple[str, int, dict[int, float]]:
+    """The candidate to serve, its largest batch and its images/s per batch size (timings go into ``reports``)."""
+    at_one = _time(built, 1, example, options)
+    for name, seconds in at_one.items():
+        reports[name].latency_s[1] = seconds
+    leader = min(at_one, key=at_one.__getitem__)
+    size, curve = _largest_batch(built[leader], at_one[leader], example, options)
+    chosen = leader
+    if size > 1 and len(built) > 1:
+        at_size = _time(built, size, example, options)
+        for name, seconds in at_size.items():
+            reports[name].latency_s[size] = seconds
+        best = {1: min(at_one.values()), size: min(at_size.values())}
+        ratio = {name: max(at_one[name] / best[1], at_size[name] / best[size]) for name in built}
+        chosen = min(built, key=ratio.__getitem__)  # dicts keep the candidates' order: ties go to the first
+        if chosen != leader:
+            size, curve = _largest_batch(built[chosen], at_one[chosen], example, options)
+    for batch, rate in curve.items():
+        reports[chosen].latency_s.setdefault(batch, batch / rate)
+    return chosen, size, curve
+
+
+def _largest_batch(
+    runtime: Runtime, one_s: float, example: torch.Tensor, options: SelectionOptions
+) -> tuple[int, dict[int, float]]:
+    """Double the batch while images/s rises by :data:`BATCH_GAIN` or more, up to ``options.max_batch_size``."""
+    curve = {1: 1 / one_s}
+    best = 1
+    for size in _doublings(options.max_batch_size):
+        seconds = _time({runtime.name: runtime}, size, example, options, rounds=CURVE_ROUNDS)[runtime.name]
+        curve[size] = size / seconds
+        if curve[size] < curve[best] * BATCH_GAIN:
+            break
+        best = size
+    return best, curve
+
+
+def _doublings(cap: int) -> list[int]:
+    """2, 4, 8, ... below ``cap``, then ``cap`` itself (empty for a cap of 1)."""
+    sizes = [1 << i for i in range(1, cap.bit_length()) if 1 << i < cap]
+    return [*sizes, cap] if cap > 1 else []
+
+
+def _time(
+    built: dict[str, Runtime],
+    size: int,
+    example: torch.Tensor,
+    options: SelectionOptions,
+    *,
+    rounds: int | None = None,
+) -> dict[str, float]:
+    """Median seconds per call of each runtime on a batch of ``size`` copies of ``example``, in interleaved rounds
+    (``options.rounds`` unless given)."""
+    batch = example.float().expand(size, *example.shape[1:]).contiguous()
+    timings = compare_forward(
+        {name: served(runtime) for name, runtime in built.items()},
+        batch,
+        warmup=1,
+        rounds=rounds or options.rounds,
+        block_seconds=options.block_seconds,
+    )
+    return {name: float(timing["median_s"]) for name, timing in timings.items()}
+
+
+def _close(runtimes: Any) -> None:
+    for runtime in list(runtimes):
+        runtime.close()
