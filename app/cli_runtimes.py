@@ -22,7 +22,7 @@ import torch
 from app.benchmark import compare_forward
 from app.config import get_settings
 from app.runtimes.cache import GraphCache, graph_key
-from app.runtimes.select import SelectionOptions, build_candidates, served
+from app.runtimes.select import SelectionOptions, build_candidates, part_for, served
 from app.serving.loading import load_model
 from app.simplify import simplify
 from app.store import load_checkpoint
@@ -39,7 +39,7 @@ def _command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     loaded = load_model(directory, settings, device)
-    choice = {variant: (chosen.name, chosen.max_batch_size) for variant, chosen in loaded.runtimes.items()}
+    choice = {variant: (chosen.parts, chosen.max_batch_size) for variant, chosen in loaded.runtimes.items()}
     for chosen in loaded.runtimes.values():
         chosen.runtime.close()
     manifest, model = load_checkpoint(directory)
@@ -68,7 +68,7 @@ def _command(args: argparse.Namespace) -> int:
         example = simplified.inputs[:1].float()
         rows = _time_all(built, example, sizes, args.rounds)
         result["variants"][variant] = {
-            "served": choice[variant][0],
+            "served": choice[variant][0],  # runtime -> the smallest batch it takes
             "max_batch_size": choice[variant][1],
             "rows": rows,
             "not_built": {n: r.reason for n, r in reports.items() if n not in built},
@@ -102,33 +102,37 @@ def _time_all(built: dict[str, Any], example: torch.Tensor, sizes: list[int], ro
     return rows
 
 
-def _gil(built: dict[str, Any], example: torch.Tensor) -> dict[str, float]:
-    """Per runtime: a Python loop's speed while the runtime runs in another thread, over its speed alone."""
-    alone = _count_for(GIL_SECONDS)
+def _gil(built: dict[str, Any], example: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Per runtime, what each side keeps of its speed when a runtime's thread and a pure-Python thread (standing for
+    the event loop, which needs the GIL for every step) run at once, against each alone: ``runtime`` (its calls/s)
+    and ``python`` (the loop's iterations/s). A runtime that holds the GIL while it computes takes it from the other."""
     shares = {}
     for name, runtime in built.items():
-        stop = threading.Event()
-
-        def run(runtime: Any = runtime, stop: threading.Event = stop) -> None:
-            with torch.inference_mode():
-                while not stop.is_set():
-                    runtime(example)
-
-        worker = threading.Thread(target=run, daemon=True)
+        python_alone = _spin(GIL_SECONDS)
+        runtime_alone = _calls_for(runtime, example, GIL_SECONDS)
+        calls: list[float] = []
+        worker = threading.Thread(target=lambda r=runtime, c=calls: c.append(_calls_for(r, example, GIL_SECONDS)))
         worker.start()
-        try:
-            shares[name] = _count_for(GIL_SECONDS) / alone
-        finally:
-            stop.set()
-            worker.join()
+        python_beside = _spin(GIL_SECONDS)
+        worker.join()
+        shares[name] = {"runtime": calls[0] / runtime_alone, "python": python_beside / python_alone}
     return shares
 
 
-def _count_for(seconds: float) -> float:
-    """Iterations per second of a pure-Python loop (it needs the GIL for every one)."""
+def _calls_for(runtime: Any, example: torch.Tensor, seconds: float) -> float:
+    """Calls per second of ``runtime(example)`` for ``seconds``."""
     count, started = 0, time.perf_counter()
-    deadline = started + seconds
-    while time.perf_counter() < deadline:
+    with torch.inference_mode():
+        while time.perf_counter() - started < seconds:
+            runtime(example)
+            count += 1
+    return count / (time.perf_counter() - started)
+
+
+def _spin(seconds: float) -> float:
+    """Iterations per second of a pure-Python loop."""
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
         count += 1
     return count / (time.perf_counter() - started)
 
@@ -138,25 +142,30 @@ def _print(result: dict[str, Any]) -> None:
     print(f"{'variant':>10} {'batch':>5} {'runtime':>12} {'median ms':>10} {'images/s':>10} {'/fastest':>8}")
     for variant, data in result["variants"].items():
         for row in data["rows"]:
-            mark = " <- served" if row["runtime"] == data["served"] else ""
+            mark = " <- served" if row["runtime"] == part_for(data["served"], row["batch_size"]) else ""
             print(
                 f"{variant:>10} {row['batch_size']:>5} {row['runtime']:>12} {row['median_ms']:>10.4f} "
                 f"{row['images_per_s']:>10.0f} {row['vs_fastest']:>8.3f}{mark}"
             )
         for name, reason in data["not_built"].items():
             print(f"{variant:>10} {name}: not built ({reason})")
-        served_rows = {r["batch_size"]: r for r in data["rows"] if r["runtime"] == data["served"]}
+        served_rows = {
+            r["batch_size"]: r for r in data["rows"] if r["runtime"] == part_for(data["served"], r["batch_size"])
+        }
         eager = {r["batch_size"]: r for r in data["rows"] if r["runtime"] == "eager"}
         for size, row in served_rows.items():
             versus_eager = f", {eager[size]['median_ms'] / row['median_ms']:.2f}x eager" if size in eager else ""
             print(
-                f"  {variant} served on {data['served']}: batch {size} {row['vs_fastest']:.3f}x the fastest"
+                f"  {variant} batch {size} served on {row['runtime']}: {row['vs_fastest']:.3f}x the fastest"
                 f"{versus_eager}"
             )
-        print(f"  {variant} batches up to {data['max_batch_size']}")
-        if data["gil"]:
-            shares = ", ".join(f"{name} {share:.2f}" for name, share in data["gil"].items())
-            print(f"  {variant}: a Python thread keeps this share of its speed while each runs beside it: {shares}")
+        starts = ", ".join(f"{name} from {start}" for name, start in data["served"].items())
+        print(f"  {variant} batches up to {data['max_batch_size']}: {starts}")
+        for name, share in (data["gil"] or {}).items():
+            print(
+                f"  {variant} {name} in a thread beside a Python loop: it keeps {share['runtime']:.2f} of its calls/s, "
+                f"the loop {share['python']:.2f} of its speed"
+            )
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

@@ -7,10 +7,11 @@ For one variant (one verified ``nn.Module``), :func:`select_runtime`
 2. verifies each one's float32 outputs on the verification inputs against the original network's float64 outputs,
    with the simplification's own tolerance and statistics; a candidate whose graph came from the cache and fails is
    exported again and verified again, once; a candidate that cannot be built or fails is reported and never served;
-3. times the candidates that passed at batch 1 (interleaved rounds), finds on the fastest where images/s stops
-   rising as the batch doubles (capped by the batcher's ``max_batch_size``), and times them at that batch too;
-4. serves the candidate whose worse ratio to the fastest, over those two batch sizes, is smallest, with that batch
-   size as the variant's largest; the others are closed.
+3. times the candidates that passed at batch 1, 2, 4, ... (interleaved rounds) while the fastest one's images/s
+   rises by :data:`BATCH_GAIN` or more (capped by the batcher's ``max_batch_size``): the last size that rose is the
+   variant's largest batch;
+4. serves the fastest at batch 1, and sends batches from the size where another one is faster to that one when it
+   is :data:`SPLIT_GAIN` faster at the variant's largest batch; the others are closed.
 
 Everything here blocks; the service runs it in the loading thread.
 """
@@ -18,6 +19,7 @@ Everything here blocks; the service runs it in the loading thread.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +43,10 @@ __all__ = [
     "CandidateReport",
     "NoRuntimePassed",
     "SelectionOptions",
+    "SplitByBatch",
     "VariantRuntime",
     "build_candidates",
+    "part_for",
     "select_runtime",
     "served",
 ]
@@ -56,11 +60,36 @@ BATCH_GAIN = 1.05
 """Doubling the batch must raise images/s by at least this factor to be worth it: every image of a larger batch
 waits for the whole pass, so a batch size that buys under 5% is latency spent for nothing."""
 
+SPLIT_GAIN = 1.05
+"""A variant keeps a second runtime for its larger batches only where that one is at least this much faster at the
+largest batch than the runtime fastest at batch 1 (small networks: ONNX Runtime at batch 1, OpenVINO at 16)."""
+
+DROP_RATIO = 1.5
+"""A candidate this much slower than the fastest at one batch size is not timed at the larger ones (eager PyTorch
+against the ONNX runtimes on a ResNet-18: 2-3x at batch 1, 1.5-1.9x at 16)."""
+
 CURVE_ROUNDS = 3
-"""Timing rounds of each batch size while the batch doubles on one runtime: a 5% step needs no finer median, and
-the doublings of a slow network are the longest part of loading it."""
+"""Timing rounds at each batch size past 1 while the batch doubles: a 5% step needs no finer median, and the
+doublings of a slow network are the longest part of loading it."""
 
 Status = Literal["served", "passed", "failed", "unavailable"]
+
+
+class SplitByBatch(Runtime):
+    """One variant on two runtimes: batches smaller than ``split`` on ``small``, the others on ``large``."""
+
+    name = "split"
+
+    def __init__(self, small: Runtime, large: Runtime, *, split: int) -> None:
+        self.small, self.large, self.split = small, large, split
+        self.device, self.threads = small.device, max(small.threads, large.threads)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return (self.small if len(batch) < self.split else self.large)(batch)
+
+    def close(self) -> None:
+        self.small.close()
+        self.large.close()
 
 
 class NoRuntimePassed(RuntimeError):
@@ -96,16 +125,19 @@ class VariantRuntime:
 
     runtime: Runtime
     max_batch_size: int  # where images/s stopped rising on it (capped by the batcher's setting)
-    images_per_s: dict[int, float]  # on the served runtime, per batch size tried
+    images_per_s: dict[int, float]  # as served, per batch size up to max_batch_size
     candidates: dict[str, CandidateReport]
+    parts: dict[str, int]  # each runtime served on, and the smallest batch it takes
 
     @property
     def name(self) -> str:
-        return self.runtime.name
+        """The runtime served on, or ``small+large`` where batches from some size go to a second one."""
+        return "+".join(self.parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "runtime": self.name,
+            "runtime_from_batch": dict(self.parts),
             "max_batch_size": self.max_batch_size,
             "images_per_s": {str(size): rate for size, rate in sorted(self.images_per_s.items())},
             "candidates": {name: report.as_dict() for name, report in self.candidates.items()},
@@ -153,13 +185,16 @@ def select_runtime(
         why = "; ".join(f"{name}: {report.reason}" for name, report in reports.items())
         raise NoRuntimePassed(f"no runtime passed: {why}")
     try:
-        chosen, size, curve = _choose(built, reports, inputs[:1], options)
+        parts, size, curve = _choose(built, reports, inputs[:1], options)
     except BaseException:
         _close(built.values())
         raise
-    _close(runtime for name, runtime in built.items() if name != chosen)
-    reports[chosen].status = "served"
-    return VariantRuntime(built[chosen], size, curve, reports)
+    _close(runtime for name, runtime in built.items() if name not in parts)
+    for name in parts:
+        reports[name].status = "served"
+    served_on = [built[name] for name in parts]
+    runtime = served_on[0] if len(served_on) == 1 else SplitByBatch(*served_on, split=max(parts.values()))
+    return VariantRuntime(runtime, size, curve, reports, parts)
 
 
 def build_candidates(
@@ -299,41 +334,48 @@ def _verify(runtime: Runtime, inputs: torch.Tensor, reference: torch.Tensor) -> 
 
 def _choose(
     built: dict[str, Runtime], reports: dict[str, CandidateReport], example: torch.Tensor, options: SelectionOptions
-) -> tuple[str, int, dict[int, float]]:
-    """The candidate to serve, its largest batch and its images/s per batch size (timings go into ``reports``)."""
-    at_one = _time(built, 1, example, options)
-    for name, seconds in at_one.items():
-        reports[name].latency_s[1] = seconds
-    leader = min(at_one, key=at_one.__getitem__)
-    size, curve = _largest_batch(built[leader], at_one[leader], example, options)
-    chosen = leader
-    if size > 1 and len(built) > 1:
-        at_size = _time(built, size, example, options)
-        for name, seconds in at_size.items():
-            reports[name].latency_s[size] = seconds
-        best = {1: min(at_one.values()), size: min(at_size.values())}
-        ratio = {name: max(at_one[name] / best[1], at_size[name] / best[size]) for name in built}
-        chosen = min(built, key=ratio.__getitem__)  # dicts keep the candidates' order: ties go to the first
-        if chosen != leader:
-            size, curve = _largest_batch(built[chosen], at_one[chosen], example, options)
-    for batch, rate in curve.items():
-        reports[chosen].latency_s.setdefault(batch, batch / rate)
-    return chosen, size, curve
+) -> tuple[dict[str, int], int, dict[int, float]]:
+    """Time every candidate at batch 1, 2, 4, ... while the fastest one's images/s rises by :data:`BATCH_GAIN` (up to
+    ``options.max_batch_size``); timings go into ``reports``.
 
-
-def _largest_batch(
-    runtime: Runtime, one_s: float, example: torch.Tensor, options: SelectionOptions
-) -> tuple[int, dict[int, float]]:
-    """Double the batch while images/s rises by :data:`BATCH_GAIN` or more, up to ``options.max_batch_size``."""
-    curve = {1: 1 / one_s}
-    best = 1
-    for size in _doublings(options.max_batch_size):
-        seconds = _time({runtime.name: runtime}, size, example, options, rounds=CURVE_ROUNDS)[runtime.name]
-        curve[size] = size / seconds
-        if curve[size] < curve[best] * BATCH_GAIN:
+    Returns:
+        The runtimes to serve, each with the smallest batch it takes (one, or the batch-1 winner and the winner at
+        the largest batch where that one is :data:`SPLIT_GAIN` faster there), the largest batch, and the served
+        images/s per batch size.
+    """
+    fastest: dict[int, str] = {}
+    timed = dict(built)
+    for size in [1, *_doublings(options.max_batch_size)]:
+        seconds = _time(timed, size, example, options, rounds=None if size == 1 else CURVE_ROUNDS)
+        for name, took in seconds.items():
+            reports[name].latency_s[size] = took
+        winner = min(seconds, key=seconds.__getitem__)  # dicts keep the candidates' order: ties go to the first
+        if fastest and size / seconds[winner] < _rate(reports[fastest[max(fastest)]], max(fastest)) * BATCH_GAIN:
             break
-        best = size
-    return best, curve
+        fastest[size] = winner
+        timed = {name: timed[name] for name, took in seconds.items() if took <= DROP_RATIO * seconds[winner]}
+    largest = max(fastest)
+    small, large = reports[fastest[1]], reports[fastest[largest]]
+    parts = {small.runtime: 1}
+    same_device = built[small.runtime].device == built[large.runtime].device
+    if (
+        small is not large
+        and same_device
+        and small.latency_s.get(largest, math.inf) >= SPLIT_GAIN * large.latency_s[largest]
+    ):
+        split = min(size for size in fastest if large.latency_s[size] <= small.latency_s.get(size, math.inf))
+        parts[large.runtime] = split
+    curve = {size: _rate(reports[part_for(parts, size)], size) for size in fastest}
+    return parts, largest, curve
+
+
+def _rate(report: CandidateReport, size: int) -> float:
+    return size / report.latency_s[size]
+
+
+def part_for(parts: dict[str, int], size: int) -> str:
+    """The runtime of ``parts`` that takes a batch of ``size``: the one with the largest start at or below it."""
+    return max((start, name) for name, start in parts.items() if start <= size)[1]
 
 
 def _doublings(cap: int) -> list[int]:

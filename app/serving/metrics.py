@@ -199,7 +199,7 @@ class ServingMetrics:
         )
         self.variant_runtime = self._gauge(
             "foldserve_variant_runtime_info",
-            "1 for the runtime a variant serves on (chosen by measurement at load), 0 for the other runtimes",
+            "1 for each runtime a variant serves on (chosen by measurement at load), 0 for the other runtimes",
             (*mv, "runtime"),
             "max",
         )

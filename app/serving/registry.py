@@ -208,7 +208,7 @@ class ModelRegistry:
             chosen = loaded.runtimes[variant]
             m.variant_max_batch.labels(name, variant).set(chosen.max_batch_size)
             for runtime in RUNTIME_NAMES:
-                m.variant_runtime.labels(name, variant, runtime).set(int(runtime == chosen.name))
+                m.variant_runtime.labels(name, variant, runtime).set(int(runtime in chosen.parts))
         for measure in ("max_abs", "max_rel"):
             m.verification_error.labels(model=name, measure=measure).set(report[f"{measure}_error"])
         for stage, seconds in loaded.stage_seconds.items():

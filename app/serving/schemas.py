@@ -81,7 +81,11 @@ class VariantInfo(BaseModel):
     parameters: int
     macs: int = Field(description="multiply-accumulates per image")
     latency_ms: float = Field(description="median batch-1 forward pass on its runtime, measured at load")
-    runtime: str = Field(description="the runtime it serves on: the fastest candidate that passed verification")
+    runtime: str = Field(
+        description="the runtime it serves on, the fastest candidate that passed verification; 'small+large' where "
+        "its larger batches run on a second one"
+    )
+    runtime_from_batch: dict[str, int] = Field(description="each runtime it serves on, and the smallest batch it takes")
     max_batch_size: int = Field(description="largest batch of its forward passes: where its images/s stopped rising")
     images_per_s: dict[str, float] = Field(description="images/s on its runtime by batch size, measured at load")
     candidates: dict[str, CandidateInfo] = Field(description="every candidate runtime: verification and times")

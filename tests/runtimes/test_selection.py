@@ -7,29 +7,33 @@ import time
 import torch
 
 from app.runtimes import Runtime
-from app.runtimes.select import CandidateReport, SelectionOptions, _choose, _doublings, _largest_batch
+from app.runtimes.select import CandidateReport, SelectionOptions, SplitByBatch, _choose, _doublings
 
 CPU = torch.device("cpu")
+EXAMPLE = torch.zeros(1, 1, 2, 2)
 
 
 class Costed(Runtime):
-    """Answers zeros after sleeping ``cost(n)`` seconds for a batch of ``n``."""
+    """Answers ``[n, 2]`` rows of its mark after sleeping ``cost[n]`` seconds for a batch of ``n``."""
 
-    def __init__(self, name: str, cost: dict[int, float]) -> None:
-        self.name, self.cost = name, cost  # type: ignore[misc]
+    def __init__(self, name: str, cost: dict[int, float], mark: float = 0.0) -> None:
+        self.name, self.cost, self.mark = name, cost, mark  # type: ignore[misc]
         self.device, self.threads = CPU, 1
         self.sizes: list[int] = []
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         self.sizes.append(len(batch))
         time.sleep(self.cost[len(batch)])
-        return torch.zeros(len(batch), 2)
+        return torch.full((len(batch), 2), self.mark)
 
 
-def options(cap: int) -> SelectionOptions:
-    return SelectionOptions(
+def choose(cap: int, *runtimes: Costed) -> tuple[dict[str, int], int, dict[int, float], dict[str, CandidateReport]]:
+    options = SelectionOptions(
         candidates=(), device=CPU, threads=1, tolerance=1e-4, max_batch_size=cap, rounds=3, block_seconds=0.0
     )
+    reports = {r.name: CandidateReport(r.name) for r in runtimes}
+    parts, size, curve = _choose({r.name: r for r in runtimes}, reports, EXAMPLE, options)
+    return parts, size, curve, reports
 
 
 def test_doublings_end_at_the_cap() -> None:
@@ -42,35 +46,48 @@ def test_doublings_end_at_the_cap() -> None:
 def test_the_batch_grows_while_images_per_second_rise_by_five_percent() -> None:
     # 1 image: 10 ms; 2 and 4 images: the same 10 ms (images/s doubles); 8 images: 20 ms (no gain): stop at 4
     runtime = Costed("a", {1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04})
-    size, curve = _largest_batch(runtime, 0.01, torch.zeros(1, 1, 2, 2), options(16))
-    assert size == 4
-    assert sorted(curve) == [1, 2, 4, 8]  # 16 never tried
+    parts, size, curve, reports = choose(16, runtime)
+    assert parts == {"a": 1} and size == 4
+    assert sorted(curve) == [1, 2, 4] and curve[4] > 1.9 * curve[2]
+    assert sorted(reports["a"].latency_s) == [1, 2, 4, 8]  # 8 was timed, and found no faster per image
     assert 16 not in runtime.sizes
-    assert curve[8] < curve[4] * 1.05
 
 
 def test_a_network_that_batching_slows_is_never_batched() -> None:
-    runtime = Costed("a", {1: 0.01, 2: 0.03})  # two images take three times one: ResNet-50 on two cores
-    size, curve = _largest_batch(runtime, 0.01, torch.zeros(1, 1, 2, 2), options(32))
-    assert size == 1 and sorted(curve) == [1, 2]
+    parts, size, curve, _ = choose(32, Costed("a", {1: 0.01, 2: 0.03}))  # two images take three times one
+    assert parts == {"a": 1} and size == 1 and sorted(curve) == [1]
 
 
 def test_the_cap_bounds_the_batch() -> None:
     runtime = Costed("a", {1: 0.01, 2: 0.01, 3: 0.01})
-    size, _ = _largest_batch(runtime, 0.01, torch.zeros(1, 1, 2, 2), options(3))
+    _, size, _, _ = choose(3, runtime)
     assert size == 3 and max(runtime.sizes) == 3
 
 
-def test_the_choice_weighs_batch_one_and_the_largest_batch() -> None:
-    # "quick" leads at batch 1 by 20% and its images/s rise up to 4 images; at 4, "wide" is twice as fast: wide's
-    # worse ratio to the fastest (1.2, at batch 1) beats quick's (2.0, at batch 4)
-    quick = Costed("quick", {1: 0.010, 2: 0.010, 4: 0.010, 8: 0.040})
-    wide = Costed("wide", {1: 0.012, 2: 0.012, 4: 0.005, 8: 0.010})
-    built: dict[str, Runtime] = {"quick": quick, "wide": wide}
-    reports = {name: CandidateReport(name) for name in built}
-    chosen, size, curve = _choose(built, reports, torch.zeros(1, 1, 2, 2), options(8))
-    assert chosen == "wide"
-    assert size == 4  # its own doublings: 8 images in 10 ms are no more images/s than 4 in 5 ms
-    assert set(reports["quick"].latency_s) == {1, 4}
+def test_larger_batches_go_to_the_runtime_that_is_faster_there() -> None:
+    # "quick" is fastest at 1 and 2 images; from 4 images "wide" is twice as fast, and its images/s stop there
+    quick = Costed("quick", {1: 0.010, 2: 0.010, 3: 0.0, 4: 0.010, 8: 0.040}, mark=1.0)
+    wide = Costed("wide", {1: 0.012, 2: 0.012, 4: 0.005, 8: 0.010}, mark=2.0)
+    parts, size, curve, reports = choose(8, quick, wide)
+    assert parts == {"quick": 1, "wide": 4} and size == 4
+    assert curve[4] > 3 * curve[2] > 5 * curve[1]
+    split = SplitByBatch(quick, wide, split=parts["wide"])
+    assert [float(split(torch.zeros(n, 1, 2, 2))[0, 0]) for n in (1, 2, 3, 4, 8)] == [1.0, 1.0, 1.0, 2.0, 2.0]
     assert set(reports["wide"].latency_s) == {1, 2, 4, 8}
-    assert curve[4] > curve[2] and curve[8] < curve[4] * 1.05
+    assert set(reports["quick"].latency_s) == {1, 2, 4}  # twice wide's time at 4: not timed at 8
+
+
+def test_a_second_runtime_must_buy_five_percent() -> None:
+    a = Costed("a", {1: 0.0100, 2: 0.0100, 4: 0.03})
+    b = Costed("b", {1: 0.0105, 2: 0.0098, 4: 0.03})  # 2% faster at the largest batch: not worth a session
+    parts, size, curve, _ = choose(4, a, b)
+    assert parts == {"a": 1} and size == 2
+    assert curve[2] < 2 / 0.0099  # served on a
+
+
+def test_a_candidate_far_behind_is_not_timed_at_larger_batches() -> None:
+    slow = Costed("slow", {1: 0.020, 2: 0.040})
+    fast = Costed("fast", {1: 0.010, 2: 0.011, 4: 0.012})
+    parts, size, _, reports = choose(4, slow, fast)
+    assert parts == {"fast": 1} and size == 4
+    assert set(reports["slow"].latency_s) == {1} and 2 not in slow.sizes

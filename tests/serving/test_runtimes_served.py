@@ -68,9 +68,13 @@ def test_models_report_every_candidate_and_the_metrics_the_choice(served: dict[s
     for model in MODELS:
         variants: dict[str, Any] = client.get(f"/models/{model}").json()["variants"]
         for variant, info in variants.items():
-            assert info["runtime"] in RUNTIME_NAMES
+            parts = info["runtime_from_batch"]
+            assert info["runtime"] == "+".join(parts) and set(parts) <= set(RUNTIME_NAMES)
+            assert sorted(parts.values())[0] == 1 and all(
+                1 <= start <= info["max_batch_size"] for start in parts.values()
+            )
             assert set(info["candidates"]) == set(RUNTIME_NAMES)
-            assert [n for n, c in info["candidates"].items() if c["status"] == "served"] == [info["runtime"]]
+            assert [n for n, c in info["candidates"].items() if c["status"] == "served"] == list(parts)
             for name, candidate in info["candidates"].items():
                 assert candidate["status"] in ("served", "passed"), (name, candidate)
                 assert candidate["errors"]["max_rel_error"] < 1e-5
@@ -81,7 +85,7 @@ def test_models_report_every_candidate_and_the_metrics_the_choice(served: dict[s
             assert "1" in info["images_per_s"]
             for runtime in RUNTIME_NAMES:
                 gauge = sample(client, "foldserve_variant_runtime_info", model=model, variant=variant, runtime=runtime)
-                assert gauge == (1.0 if runtime == info["runtime"] else 0.0)
+                assert gauge == (1.0 if runtime in parts else 0.0)
             batch = sample(client, "foldserve_variant_max_batch_size", model=model, variant=variant)
             assert batch == info["max_batch_size"]
 
@@ -91,7 +95,7 @@ def test_models_report_every_candidate_and_the_metrics_the_choice(served: dict[s
 def test_served_answers_equal_eager_answers(served: dict[str, TestClient], runtimes: str, model: str) -> None:
     client, eager = served[runtimes], served["eager"]
     for variant in client.get(f"/models/{model}").json()["variants"].values():
-        assert variant["runtime"] == runtimes or runtimes == "auto"
+        assert variant["runtime"] == runtimes or runtimes == "auto"  # a runtime named alone serves alone
     for collapsed in (True, False):
         expected = probabilities(eager, model, collapsed)
         np.testing.assert_allclose(probabilities(client, model, collapsed), expected, atol=1e-5, rtol=0)
