@@ -49,7 +49,7 @@ def compare_forward(
         threads: intra-op threads for the measurement; default: torch's current setting.
 
     Returns:
-        Per name: ``median_s``, ``p10_s``, ``p90_s`` (seconds per call over the rounds), ``runs`` (rounds),
+        Per name: ``median_s``, ``min_s``, ``p10_s``, ``p90_s`` (seconds per call over the rounds), ``runs`` (rounds),
         ``calls`` (timed calls in all), ``batch_size`` and ``threads``.
     """
     threads = threads or torch.get_num_threads()
@@ -110,6 +110,7 @@ def _summary(times: list[float], calls: int, batch_size: int, threads: int) -> d
     ordered = sorted(times)
     return {
         "median_s": statistics.median(ordered),
+        "min_s": ordered[0],
         "p10_s": ordered[len(ordered) // 10],
         "p90_s": ordered[(len(ordered) * 9) // 10],
         "runs": len(ordered),

@@ -43,18 +43,23 @@ def test_doublings_end_at_the_cap() -> None:
     assert _doublings(24) == [2, 4, 8, 16, 24]
 
 
-def test_the_batch_grows_while_images_per_second_rise_by_five_percent() -> None:
-    # 1 image: 10 ms; 2 and 4 images: the same 10 ms (images/s doubles); 8 images: 20 ms (no gain): stop at 4
+def test_the_batch_is_the_smallest_within_five_percent_of_the_best() -> None:
+    # 1 image: 10 ms; 2 and 4 images: the same 10 ms (images/s doubles); 8 and 16 images: no more images/s than 4
     runtime = Costed("a", {1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04})
     parts, size, curve, reports = choose(16, runtime)
     assert parts == {"a": 1} and size == 4
     assert sorted(curve) == [1, 2, 4] and curve[4] > 1.9 * curve[2]
-    assert sorted(reports["a"].latency_s) == [1, 2, 4, 8]  # 8 was timed, and found no faster per image
-    assert 16 not in runtime.sizes
+    assert sorted(reports["a"].latency_s) == [1, 2, 4, 8, 16]  # every size up to the cap is timed
+
+
+def test_a_size_measured_slow_does_not_stop_the_batch() -> None:
+    # 2 images measured slow (a burst of other work), 4 images as fast as one: the batch is 4, not 1
+    parts, size, _, _ = choose(4, Costed("a", {1: 0.01, 2: 0.03, 4: 0.01}))
+    assert parts == {"a": 1} and size == 4
 
 
 def test_a_network_that_batching_slows_is_never_batched() -> None:
-    parts, size, curve, _ = choose(32, Costed("a", {1: 0.01, 2: 0.03}))  # two images take three times one
+    parts, size, curve, _ = choose(2, Costed("a", {1: 0.01, 2: 0.03}))  # two images take three times one
     assert parts == {"a": 1} and size == 1 and sorted(curve) == [1]
 
 
@@ -66,7 +71,7 @@ def test_the_cap_bounds_the_batch() -> None:
 
 def test_larger_batches_go_to_the_runtime_that_is_faster_there() -> None:
     # "quick" is fastest at 1 and 2 images; from 4 images "wide" is twice as fast, and its images/s stop there
-    quick = Costed("quick", {1: 0.010, 2: 0.010, 3: 0.0, 4: 0.010, 8: 0.040}, mark=1.0)
+    quick = Costed("quick", {1: 0.010, 2: 0.010, 3: 0.0, 4: 0.010}, mark=1.0)
     wide = Costed("wide", {1: 0.012, 2: 0.012, 4: 0.005, 8: 0.010}, mark=2.0)
     parts, size, curve, reports = choose(8, quick, wide)
     assert parts == {"quick": 1, "wide": 4} and size == 4
