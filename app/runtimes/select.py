@@ -57,8 +57,8 @@ RUNTIMES: dict[str, type[Runtime]] = {r.name: r for r in (EagerRuntime, OnnxRunt
 """Every runtime foldserve knows, by name, in the order candidates are tried (and ties broken)."""
 
 BATCH_GAIN = 1.05
-"""A larger batch must raise images/s by at least this factor over the largest one chosen: every image of a larger
-batch waits for the whole pass, so a batch size that buys under 5% is latency spent for nothing."""
+"""A variant's largest batch is the smallest whose images/s come within this factor of the best size's: every image
+of a larger batch waits for the whole pass, so a batch size that buys under 5% is latency spent for nothing."""
 
 SPLIT_GAIN = 1.05
 """A variant keeps a second runtime for its larger batches only where that one is at least this much faster at the
@@ -106,7 +106,7 @@ class CandidateReport:
     graph: Literal["exported", "cache"] | None = None  # where its ONNX graph came from (eager: none)
     build_seconds: float = 0.0  # building it, its export included
     errors: dict[str, Any] | None = None  # max_abs_error, max_rel_error, top1_agreement, num_inputs
-    latency_s: dict[int, float] = field(default_factory=dict)  # batch size -> median seconds per call
+    latency_s: dict[int, float] = field(default_factory=dict)  # batch size -> seconds per call, fastest round
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +124,7 @@ class VariantRuntime:
     """The runtime a variant serves on, its largest batch, and the report of every candidate."""
 
     runtime: Runtime
-    max_batch_size: int  # where images/s stopped rising on it (capped by the batcher's setting)
+    max_batch_size: int  # the smallest batch within BATCH_GAIN of the best images/s (at most the batcher's cap)
     images_per_s: dict[int, float]  # as served, per batch size up to max_batch_size
     candidates: dict[str, CandidateReport]
     parts: dict[str, int]  # each runtime served on, and the smallest batch it takes

@@ -205,7 +205,7 @@ class ServingMetrics:
         )
         self.variant_max_batch = self._gauge(
             "foldserve_variant_max_batch_size",
-            "Largest batch of a variant's forward passes: where its images/s stopped rising, measured at load",
+            "Largest batch of a variant's forward passes: the smallest within 5% of the best images/s at load",
             mv,
             "max",
         )

@@ -74,7 +74,7 @@ class CandidateInfo(BaseModel):
         description="its outputs against the original in float64: max_abs_error, max_rel_error, top1_agreement, "
         "num_inputs"
     )
-    latency_ms: dict[str, float] = Field(description="median milliseconds per forward pass, by batch size")
+    latency_ms: dict[str, float] = Field(description="milliseconds per forward pass by batch size, fastest round")
 
 
 class VariantInfo(BaseModel):
@@ -86,7 +86,9 @@ class VariantInfo(BaseModel):
         "its larger batches run on a second one"
     )
     runtime_from_batch: dict[str, int] = Field(description="each runtime it serves on, and the smallest batch it takes")
-    max_batch_size: int = Field(description="largest batch of its forward passes: where its images/s stopped rising")
+    max_batch_size: int = Field(
+        description="largest batch of its forward passes: the smallest within 5% of the best images/s at load"
+    )
     images_per_s: dict[str, float] = Field(description="images/s on its runtime by batch size, measured at load")
     candidates: dict[str, CandidateInfo] = Field(description="every candidate runtime: verification and times")
     path: Literal["inline", "batched"] = Field(
