@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, Unavailable, error_response
 from app.serving.metrics import RequestClock, ServingMetrics
@@ -152,5 +152,3 @@ class Exchange:
 
 ErrorEncoder = Callable[[ServingError], bytes]
 """How a protocol writes an error's body (the Open Inference Protocol's is ``{"error": "..."}``)."""
-
-Door = Callable[[Scope, Receive, Send], Awaitable[None]]

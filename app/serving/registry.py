@@ -64,11 +64,6 @@ class ModelEntry:
     report: dict[str, Any] | None = None  # the simplification report, also kept when verification failed
     variants: dict[str, Variant] = field(default_factory=dict)
 
-    @property
-    def batchers(self) -> dict[str, DynamicBatcher]:
-        """The batcher of each variant."""
-        return {name: variant.batcher for name, variant in self.variants.items()}
-
 
 @dataclass(frozen=True)
 class Readiness:
