@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from app.serving.errors import BadRequest
+from app.serving.scores import probabilities, top_k
 from app.serving.v2.messages import InferenceRequest, InferenceResponse, OutputTensor, RequestedOutput
 
 __all__ = [
@@ -63,7 +64,7 @@ def build_outputs(
     if logits.dim() != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"logits must be [N, {len(labels)}] for {len(labels)} labels, got {list(logits.shape)}")
     values = {LOGITS: logits.detach().cpu().float()}
-    values[PROBABILITIES] = torch.softmax(values[LOGITS].double(), dim=1).float()  # in float64, as /predict
+    values[PROBABILITIES] = probabilities(values[LOGITS]).float()
     wanted = requested or [RequestedOutput(name) for name in OUTPUT_NAMES]
     return tuple(
         classify(output.name, values[output.name], labels, output.classification)
@@ -78,10 +79,10 @@ def classify(name: str, values: torch.Tensor, labels: Sequence[str], count: int)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     k = min(count, values.shape[1])
-    top, indices = torch.sort(values, dim=1, descending=True, stable=True)
+    top, indices = top_k(values, k)
     strings = tuple(
         f"{value:f}:{index}:{labels[index]}".encode()
-        for row_values, row_indices in zip(top[:, :k].tolist(), indices[:, :k].tolist(), strict=True)
+        for row_values, row_indices in zip(top.tolist(), indices.tolist(), strict=True)
         for value, index in zip(row_values, row_indices, strict=True)
     )
     return OutputTensor(name, "BYTES", (values.shape[0], k), strings)
