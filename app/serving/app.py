@@ -28,7 +28,7 @@ from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings, get_settings
-from app.serving.dataplane import DataPlane, usable_cores
+from app.serving.dataplane import DataPlane
 from app.serving.errors import install_error_handlers
 from app.serving.loading import resolve_device
 from app.serving.metrics import ServingMetrics
@@ -37,6 +37,7 @@ from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
+from app.serving.resources import thread_budget
 from app.serving.routes import router
 from app.serving.state import ServingState
 from app.serving.v2.grpc_server import start_grpc_server
@@ -185,13 +186,8 @@ MEMORY_PERIOD_S = 5.0
 
 
 def torch_threads(settings: Settings, device: torch.device) -> int:
-    """Intra-op threads of one worker: the setting, else on the CPU the worker's share of the cores less one.
-
-    Measured on 2 cores: one intra-op thread halves the original ResNet's p50 at concurrency 1, because two
-    threads fight the event loop and the decoders for the same cores.
-    """
-    if settings.torch_threads is not None:
-        return settings.torch_threads
-    if device.type != "cpu":
+    """Intra-op threads of one worker: on the CPU its :func:`~app.serving.resources.thread_budget`; elsewhere the
+    setting, else torch's own choice."""
+    if device.type != "cpu" and settings.torch_threads is None:
         return torch.get_num_threads()
-    return max(1, usable_cores() // settings.workers - 1)
+    return thread_budget(settings).torch

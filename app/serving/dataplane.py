@@ -32,9 +32,10 @@ from app.serving.batching import BatchResult
 from app.serving.errors import DeadlineExceeded, Overloaded, TooManyPixels
 from app.serving.images import ImageLimits, decode_checked, probe_images
 from app.serving.registry import ModelRegistry, Variant
+from app.serving.resources import thread_budget
 from app.store import InputSpec
 
-__all__ = ["DataPlane", "DecodePool", "Inference", "usable_cores"]
+__all__ = ["DataPlane", "DecodePool", "Inference"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class DataPlane:
         self.models = models
         self.settings = settings
         self.limits = ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio)
-        threads = settings.decode_threads or max(1, usable_cores() // 2)
+        threads = thread_budget(settings).decode
         # Jobs wait rather than being refused: a client whose large images wait holds nothing but its compressed
         # body (bounded by the byte budget) and costs the event loop nothing, while a refused one comes straight
         # back. Measured: refusing past 4 jobs a thread turned 16 flooding clients into 2,000 requests/s of 503s
@@ -197,10 +198,3 @@ class DataPlane:
 
     def close(self) -> None:
         self.decoder.close()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the platform tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
