@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from app.serving.asgi import Exchange, parse_bool, parse_int, query_params
 from app.serving.bodies import image_media_type, split_images
 from app.serving.dataplane import Inference
-from app.serving.errors import InvalidParameter, Unavailable
+from app.serving.errors import InvalidParameter
 from app.serving.scores import probabilities, top_k
 from app.serving.state import ServingState
 
@@ -33,11 +33,9 @@ to the model's classes."""
 
 async def predict(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST /predict``."""
-    async with Exchange(send, state.metrics, PROTOCOL) as exchange:
+    async with Exchange(send, state.metrics, PROTOCOL, scope) as exchange:
         started = time.perf_counter()
         plane = state.plane
-        if plane is None:
-            raise Unavailable("the service is starting", retry_after_s=state.settings.retry_after_s)
         params = query_params(scope)
         model = params.get("model")
         if model is not None and not 1 <= len(model) <= MAX_MODEL_NAME:

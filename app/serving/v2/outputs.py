@@ -22,6 +22,7 @@ __all__ = [
     "LOGITS",
     "OUTPUT_NAMES",
     "PROBABILITIES",
+    "build_checked_outputs",
     "build_outputs",
     "check_requested_outputs",
     "classify",
@@ -34,8 +35,9 @@ OUTPUT_NAMES = (LOGITS, PROBABILITIES)
 """The outputs of every model, in the order they are returned when a request names none."""
 
 
-def check_requested_outputs(requested: Sequence[RequestedOutput]) -> None:
-    """Refuse outputs a model does not have; call it before running the model.
+def check_requested_outputs(requested: Sequence[RequestedOutput]) -> tuple[RequestedOutput, ...]:
+    """The outputs to answer with (all, as tensors, when the request named none), once outputs a model does not
+    have are refused; call it before running the model.
 
     Raises:
         BadRequest: an output is neither ``logits`` nor ``probabilities``.
@@ -45,6 +47,7 @@ def check_requested_outputs(requested: Sequence[RequestedOutput]) -> None:
             raise BadRequest(
                 f"unknown output '{output.name}'; the model's outputs are '{LOGITS}' and '{PROBABILITIES}'"
             )
+    return tuple(requested) or tuple(RequestedOutput(name) for name in OUTPUT_NAMES)
 
 
 def build_outputs(
@@ -60,12 +63,17 @@ def build_outputs(
     Raises:
         BadRequest: an output is unknown.
     """
-    check_requested_outputs(requested)
+    return build_checked_outputs(logits, labels, check_requested_outputs(requested))
+
+
+def build_checked_outputs(
+    logits: torch.Tensor, labels: Sequence[str], wanted: Sequence[RequestedOutput]
+) -> tuple[OutputTensor, ...]:
+    """:func:`build_outputs`, for outputs :func:`check_requested_outputs` returned."""
     if logits.dim() != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"logits must be [N, {len(labels)}] for {len(labels)} labels, got {list(logits.shape)}")
     values = {LOGITS: logits.detach().cpu().float()}
     values[PROBABILITIES] = probabilities(values[LOGITS]).float()
-    wanted = requested or [RequestedOutput(name) for name in OUTPUT_NAMES]
     return tuple(
         classify(output.name, values[output.name], labels, output.classification)
         if output.classification
