@@ -40,7 +40,6 @@ from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
 from app.serving.resources import thread_budget
 from app.serving.routes import router
-from app.serving.state import ServingState
 from app.serving.v2.grpc_server import start_grpc_server
 from app.serving.v2.rest_infer import INFER_PATHS
 from app.serving.v2.rest_infer import infer as v2_infer
@@ -56,7 +55,6 @@ class FoldServeAPI(FastAPI):
     """FastAPI, with the inference routes (``POST`` only) answered before its middleware and routing."""
 
     hot_routes: dict[str, ASGIApp]  # path, with {parameters} as Starlette writes them -> handler
-    serving: ServingState
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -108,8 +106,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     metrics = ServingMetrics(registry, multiprocess_dir=multiprocess_dir)
     models = ModelRegistry(settings, metrics, device)
     control = ModelControl(models, settings)
-    serving = ServingState(settings, metrics, DataPlane(models, settings))
-    v2 = InferenceService(serving.plane)
+    plane = DataPlane(models, settings)
+    v2 = InferenceService(plane)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +118,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             # served, and TF32's 10-bit mantissa would put convolutions 1e-3 off, ten times the tolerance
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         models.discover()
-        stop_grpc = await start_grpc_server(serving, v2) if settings.grpc_port else None
+        stop_grpc = await start_grpc_server(v2) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
         tasks = [
@@ -138,7 +136,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
-            serving.plane.close()
+            plane.close()
 
     app = FoldServeAPI(
         title="foldserve",
@@ -146,7 +144,6 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.serving = serving
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.device = device
@@ -157,9 +154,9 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.include_router(router)
     app.include_router(v2_router)
     app.include_router(repository_router)
-    app.add_hot_route("/predict", partial(predict, serving))
+    app.add_hot_route("/predict", partial(predict, plane))
     for path in INFER_PATHS:
-        app.add_hot_route(path, partial(v2_infer, serving, v2))
+        app.add_hot_route(path, partial(v2_infer, v2))
     install_openapi(app)
     return app
 

@@ -17,10 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange, parse_bool, parse_int, query_params
 from app.serving.bodies import image_media_type, split_images
-from app.serving.dataplane import Inference
+from app.serving.dataplane import DataPlane, Inference
 from app.serving.errors import InvalidParameter
 from app.serving.scores import probabilities, top_k
-from app.serving.state import ServingState
 
 __all__ = ["MAX_MODEL_NAME", "MAX_TOP_K", "PROTOCOL", "predict", "rank"]
 
@@ -31,11 +30,10 @@ MAX_TOP_K = 100_000
 to the model's classes."""
 
 
-async def predict(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
+async def predict(plane: DataPlane, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST /predict``."""
-    async with Exchange(send, state.metrics, PROTOCOL, scope) as exchange:
+    async with Exchange(send, plane.metrics, PROTOCOL, scope) as exchange:
         started = time.perf_counter()
-        plane = state.plane
         params = query_params(scope)
         model = params.get("model")
         if model is not None and not 1 <= len(model) <= MAX_MODEL_NAME:
@@ -49,8 +47,8 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
         headers = Headers(scope=scope)
         media_type = image_media_type(headers)
         deadline = plane.deadline()
-        async with state.request_body(receive, headers, deadline) as body:
-            blobs = split_images(headers, media_type, body, max_images=state.settings.max_images_per_request)
+        async with plane.request_body(receive, headers, deadline) as body:
+            blobs = split_images(headers, media_type, body, max_images=plane.settings.max_images_per_request)
             del body
             inference = await plane.classify(variant, blobs, deadline)
         await exchange.answer(_encode(inference, labels, top_k, started))

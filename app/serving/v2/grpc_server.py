@@ -35,7 +35,6 @@ import grpc
 from app.config import Settings
 from app.serving.errors import ServingError, error_answer
 from app.serving.metrics import RequestClock
-from app.serving.state import ServingState
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.serving.v2 import triton_model_config_pb2 as config_pb
@@ -59,10 +58,9 @@ T = TypeVar("T")
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The protocol's RPCs over one :class:`InferenceService`; ``state`` holds the metrics and the byte budget."""
+    """The protocol's RPCs over one :class:`InferenceService`."""
 
-    def __init__(self, state: ServingState, service: InferenceService) -> None:
-        self.state = state
+    def __init__(self, service: InferenceService) -> None:
         self.service = service
 
     async def ServerLive(
@@ -105,7 +103,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        clock = RequestClock(self.state.metrics, PROTOCOL)
+        clock = RequestClock(self.service.plane.metrics, PROTOCOL)
         status, error = 500, None
         try:
             answer = await self._infer(request, context, clock)
@@ -129,7 +127,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = _deadline(service, context)
         name, version = request.model_name, request.model_version
         max_elements = service.admit(name, version, clock)
-        budget = self.state.body_budget
+        budget = service.plane.body_budget
         with budget.hold() as tally:
             budget.take(tally, request.ByteSize())  # gRPC holds the message already: count it while it is served
             parsed = infer_request_from_grpc(request, max_elements=max_elements)
@@ -169,9 +167,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start_grpc_server(
-    state: ServingState, service: InferenceService
-) -> Callable[[float | None], Awaitable[None]]:
+async def start_grpc_server(service: InferenceService) -> Callable[[float | None], Awaitable[None]]:
     """Serve the protocol's gRPC service on ``settings.host:settings.grpc_port``, in the running event loop.
 
     Returns:
@@ -180,9 +176,9 @@ async def start_grpc_server(
     Raises:
         OSError: the port cannot be bound (taken, or a host with no such address).
     """
-    settings = state.settings
+    settings = service.settings
     server = grpc.aio.server(options=grpc_options(settings))
-    servicer = InferenceServicer(state, service)
+    servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_generic_rpc_handlers((_model_config_handler(servicer),))
     address = grpc_address(settings.host, settings.grpc_port)

@@ -14,7 +14,6 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange
-from app.serving.state import ServingState
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
 from app.serving.v2.rest import encode_infer_response, parse_infer_request
 from app.serving.v2.service import InferenceService
@@ -26,15 +25,16 @@ INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/
 """The paths of this door (path parameters as Starlette writes them)."""
 
 
-async def infer(state: ServingState, service: InferenceService, scope: Scope, receive: Receive, send: Send) -> None:
+async def infer(service: InferenceService, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one inference request; ``scope["path_params"]`` holds ``name`` and maybe ``version``."""
-    async with Exchange(send, state.metrics, PROTOCOL, scope) as exchange:
+    plane = service.plane
+    async with Exchange(send, plane.metrics, PROTOCOL, scope) as exchange:
         name: str = scope["path_params"]["name"]
         version: str | None = scope["path_params"].get("version")
         max_elements = service.admit(name, version, exchange.clock)
         headers = Headers(scope=scope)
-        deadline = state.plane.deadline()
-        async with state.request_body(receive, headers, deadline) as body:
+        deadline = plane.deadline()
+        async with plane.request_body(receive, headers, deadline) as body:
             request = parse_infer_request(body, headers.get(INFERENCE_HEADER_CONTENT_LENGTH), max_elements=max_elements)
             del body
             response = await service.infer(name, version, request, deadline, exchange.clock)
