@@ -94,14 +94,8 @@ class Exchange:
     Use as ``async with Exchange(...) as exchange:``; inside, call :meth:`resolved` once the model and
     variant are known and :meth:`answer` to send the success. Whatever is raised inside is answered as
     :func:`~app.serving.errors.error_answer` says, with the body :func:`~app.serving.errors.encode_error`
-    chooses for the request's path; :class:`ClientDisconnected` is counted as 499 and answered with nothing, and
-    a cancellation (the server stopping) is counted and let through.
-
-    Args:
-        send: the ASGI send.
-        metrics: where the request is counted.
-        protocol: one of :data:`~app.serving.metrics.PROTOCOLS`.
-        scope: the request's scope, whose path chooses the error body.
+    chooses for the path of ``scope``; :class:`ClientDisconnected` is counted as 499 and answered with nothing,
+    and a cancellation (the server stopping) is counted and let through.
     """
 
     def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, scope: Scope | None = None) -> None:
