@@ -25,7 +25,7 @@ Forward = Callable[[torch.Tensor], Any]
 
 MAX_CALLS_PER_BLOCK = 1_000_000
 
-__all__ = ["compare_forward", "time_forward"]
+__all__ = ["compare_forward"]
 
 
 @torch.inference_mode()
@@ -69,11 +69,6 @@ def compare_forward(
     finally:
         torch.set_num_threads(previous)
     return {name: _summary(times[name], sizes[name] * rounds, int(x.shape[0]), threads) for name in modules}
-
-
-def time_forward(module: Forward, x: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
-    """Median, p10 and p90 seconds per call of ``module(x)``; arguments as :func:`compare_forward`."""
-    return compare_forward({"module": module}, x, **kwargs)["module"]
 
 
 def _synchronizer(device: torch.device) -> Callable[[], None]:

@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch intra-op threads; None: on the CPU one fewer than the usable cores, at least 1, so "
-        "that the event loop and image decoding keep a core",
+        description="torch intra-op threads per worker; None: on the CPU one fewer than the worker's share of the "
+        "usable cores, at least 1, so that the event loop and image decoding keep a core",
     )
     # 4 GiB: the shipped models are estimated at about 195 MiB (128 of it the runtime's first-load allowance), an
     # ImageNet ResNet-152 (1000 classes, 3x224x224) at 1.7 GiB with the default samples, on the CPU (app/budget.py);
@@ -150,7 +150,11 @@ class Settings(BaseSettings):
         "in the decode pool",
     )
     decode_threads: int | None = Field(
-        default=None, ge=1, le=256, description="threads of the decode pool; None: half the usable cores, at least 1"
+        default=None,
+        ge=1,
+        le=256,
+        description="threads of the decode pool per worker; None: half the worker's share of the usable cores, "
+        "at least 1",
     )
 
     # Limits on what a client may send

@@ -1,6 +1,7 @@
 """The application: :func:`create_app`, the lifespan that loads the models, and the dispatch of the hot routes.
 
-Models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
+Everything a door needs (the registry, the data plane, the protocol's service) is built by :func:`create_app`;
+models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
 when every model has finished loading and one is ready, and a model that fails is listed in ``/models`` with
 its reason. Nothing loads at import time. The lifespan also starts and stops the Open Inference Protocol's gRPC
 server (:mod:`app.serving.v2.grpc_server`) in the same event loop, on ``FOLDSERVE_GRPC_PORT``.
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -25,11 +26,11 @@ import torch
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from starlette.routing import Route, compile_path
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings, get_settings
-from app.serving.dataplane import DataPlane, usable_cores
-from app.serving.errors import install_error_handlers
+from app.serving.dataplane import DataPlane
+from app.serving.errors import install_error_handlers, route_path
 from app.serving.loading import resolve_device
 from app.serving.metrics import ServingMetrics
 from app.serving.openapi import install_openapi
@@ -37,8 +38,8 @@ from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
+from app.serving.resources import thread_budget
 from app.serving.routes import router
-from app.serving.state import ServingState
 from app.serving.v2.grpc_server import start_grpc_server
 from app.serving.v2.rest_infer import INFER_PATHS
 from app.serving.v2.rest_infer import infer as v2_infer
@@ -49,31 +50,28 @@ __all__ = ["FoldServeAPI", "create_app", "torch_threads"]
 
 logger = logging.getLogger(__name__)
 
-HotRoute = Callable[[ServingState, Scope, Receive, Send], Awaitable[None]]
-
 
 class FoldServeAPI(FastAPI):
     """FastAPI, with the inference routes (``POST`` only) answered before its middleware and routing."""
 
-    hot_routes: dict[str, HotRoute]  # path, with {parameters} as Starlette writes them -> handler
-    serving: ServingState
+    hot_routes: dict[str, ASGIApp]  # path, with {parameters} as Starlette writes them -> handler
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hot_routes = {}
-        self._hot_patterns: list[tuple[re.Pattern[str], HotRoute]] = []
+        self._hot_patterns: list[tuple[re.Pattern[str], ASGIApp]] = []
 
-    def add_hot_route(self, path: str, route: HotRoute) -> None:
+    def add_hot_route(self, path: str, route: ASGIApp) -> None:
         """Answer ``POST path`` with ``route``; path parameters arrive in ``scope["path_params"]``."""
         self.hot_routes[path] = route
         if "{" in path:
             self._hot_patterns.append((compile_path(path)[0], route))
         # a partial is no function: Starlette runs it as an ASGI app
-        self.router.routes.append(Route(path, partial(route, self.serving), methods=["POST"], include_in_schema=False))
+        self.router.routes.append(Route(path, route, methods=["POST"], include_in_schema=False))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path = _route_path(scope)
+            path = route_path(scope)
             route = self.hot_routes.get(path)
             if route is None:
                 for pattern, candidate in self._hot_patterns:
@@ -82,19 +80,13 @@ class FoldServeAPI(FastAPI):
                         route, scope["path_params"] = candidate, match.groupdict()
                         break
             if route is not None:
-                await route(self.serving, scope, receive, send)
+                await route(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
 
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FoldServeAPI:
-    """Build the service.
+    """Build the service: the registry, the data plane and every door over them; the lifespan only loads.
 
     Args:
         settings: defaults to :func:`app.config.get_settings` (the environment).
@@ -112,7 +104,10 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             ProcessCollector(registry=registry)  # process_resident_memory_bytes and friends
             PlatformCollector(registry=registry)
     metrics = ServingMetrics(registry, multiprocess_dir=multiprocess_dir)
-    serving = ServingState(settings, metrics)
+    models = ModelRegistry(settings, metrics, device)
+    control = ModelControl(models, settings)
+    plane = DataPlane(models, settings)
+    v2 = InferenceService(plane)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,13 +117,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             # float32 as verified: each runtime's outputs are checked at load against float64 as they will be
             # served, and TF32's 10-bit mantissa would put convolutions 1e-3 off, ten times the tolerance
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        models = ModelRegistry(settings, metrics, device)
         models.discover()
-        app.state.models = models
-        app.state.model_control = control = ModelControl(models, settings)
-        serving.plane = DataPlane(models, settings)
-        serving.v2 = InferenceService(serving.plane)
-        stop_grpc = await start_grpc_server(serving) if settings.grpc_port else None
+        stop_grpc = await start_grpc_server(v2) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
         tasks = [
@@ -146,7 +136,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await models.close()
-            serving.plane.close()
+            plane.close()
 
     app = FoldServeAPI(
         title="foldserve",
@@ -154,17 +144,19 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.serving = serving
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.device = device
+    app.state.models = models
+    app.state.model_control = control
+    app.state.v2 = v2
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
     app.include_router(repository_router)
-    app.add_hot_route("/predict", predict)
+    app.add_hot_route("/predict", partial(predict, plane))
     for path in INFER_PATHS:
-        app.add_hot_route(path, v2_infer)
+        app.add_hot_route(path, partial(v2_infer, v2))
     install_openapi(app)
     return app
 
@@ -185,13 +177,8 @@ MEMORY_PERIOD_S = 5.0
 
 
 def torch_threads(settings: Settings, device: torch.device) -> int:
-    """Intra-op threads of one worker: the setting, else on the CPU the worker's share of the cores less one.
-
-    Measured on 2 cores: one intra-op thread halves the original ResNet's p50 at concurrency 1, because two
-    threads fight the event loop and the decoders for the same cores.
-    """
-    if settings.torch_threads is not None:
-        return settings.torch_threads
-    if device.type != "cpu":
+    """Intra-op threads of one worker: on the CPU its :func:`~app.serving.resources.thread_budget`; elsewhere the
+    setting, else torch's own choice."""
+    if device.type != "cpu" and settings.torch_threads is None:
         return torch.get_num_threads()
-    return max(1, usable_cores() // settings.workers - 1)
+    return thread_budget(settings).torch

@@ -4,19 +4,26 @@ The inference routes are the hot path; they are answered by plain ASGI callables
 :class:`app.serving.app.FoldServeAPI`) rather than through FastAPI's routing, dependency solving, response
 validation and middleware stack, which a profile under load showed costing more per request than the
 collapsed network itself. Everything a client may get wrong is still checked, and every error has the same
-``{"error": {...}}`` body as the FastAPI routes (:func:`app.serving.errors.error_response`).
+body as the FastAPI routes (:func:`app.serving.errors.encode_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope, Send
 
-from app.serving.errors import ClientDisconnected, InvalidParameter, ServingError, Unavailable, error_response
+from app.serving.errors import (
+    ClientDisconnected,
+    InvalidParameter,
+    ServingError,
+    encode_error,
+    error_answer,
+    route_path,
+)
 from app.serving.metrics import RequestClock, ServingMetrics
 
 __all__ = ["JSON", "Exchange", "parse_bool", "parse_int", "query_params", "send_bytes"]
@@ -70,13 +77,13 @@ def parse_int(params: dict[str, str], name: str, default: int, *, low: int, high
     return number
 
 
-async def send_bytes(
-    send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """Send a whole answer."""
-    raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+async def send_bytes(send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    """Send a whole answer: JSON unless ``headers`` give its ``Content-Type``."""
+    raw = [(b"content-length", str(len(body)).encode())]
     if headers:
-        raw.extend(headers)
+        raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+    if not headers or "Content-Type" not in headers:
+        raw.append((b"content-type", JSON))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -85,28 +92,29 @@ class Exchange:
     """One request through a front door: answers it, maps errors, and counts it exactly once.
 
     Use as ``async with Exchange(...) as exchange:``; inside, call :meth:`resolved` once the model and
-    variant are known and :meth:`answer` to send the success. A :class:`ServingError` raised inside is
-    answered with its status and body; :class:`ClientDisconnected` is counted as 499 and answered with
-    nothing; anything else is logged with its traceback and answered 500.
+    variant are known and :meth:`answer` to send the success. Whatever is raised inside is answered as
+    :func:`~app.serving.errors.error_answer` says, with the body :func:`~app.serving.errors.encode_error`
+    chooses for the path of ``scope``; :class:`ClientDisconnected` is counted as 499 and answered with nothing,
+    and a cancellation (the server stopping) is counted and let through.
     """
 
-    def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, error_body: ErrorEncoder | None = None):
+    def __init__(self, send: Send, metrics: ServingMetrics, protocol: str, scope: Scope | None = None) -> None:
         self._send = send
         self._protocol = protocol
-        self._error_body = error_body
-        self._clock = RequestClock(metrics, protocol)
+        self._path = "" if scope is None else route_path(scope)
+        self.clock = RequestClock(metrics, protocol)
         self._error: ServingError | None = None
         self._status = 500
         self._answering = False  # the 200 has started: an error now cannot be answered any more
 
     def resolved(self, model: str, variant: str) -> None:
         """Count this request under ``model``'s ``variant`` (the last call wins)."""
-        self._clock.resolved(model, variant)
+        self.clock.resolved(model, variant)
 
-    async def answer(self, body: bytes, content_type: bytes = JSON, headers: list[tuple[bytes, bytes]] | None = None):
-        """Send the 200 answer."""
+    async def answer(self, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Send the 200 answer (JSON unless ``headers`` give its ``Content-Type``)."""
         self._status, self._answering = 200, True
-        await send_bytes(self._send, 200, body, content_type, headers)
+        await send_bytes(self._send, 200, body, headers)
 
     async def __aenter__(self) -> Exchange:
         return self
@@ -118,39 +126,23 @@ class Exchange:
             # a refused upload, 180 MiB for 120 held uploads against an 8 MiB budget
             error.__traceback__ = None
         try:
-            if error is None or isinstance(error, ClientDisconnected):
-                if error is not None:
-                    self._status = error.status_code
-                return error is not None
+            if error is None or not isinstance(error, Exception | asyncio.CancelledError):
+                return False  # answered; or KeyboardInterrupt and the like: let them through
             if self._answering and isinstance(error, Exception):  # a second answer would be a protocol error
                 logger.warning("a %s answer broke off while being sent: %r", self._protocol, error)
                 self._status = ClientDisconnected.status_code
                 return True
-            if isinstance(error, ServingError):
-                self._error = error
-                await self._send_error(error)
-                return True
-            if isinstance(error, Exception):
-                logger.exception("unhandled error in a %s request", self._protocol, exc_info=error)
-                await self._send_error(ServingError("internal server error"))
-                return True
-            if isinstance(error, asyncio.CancelledError):  # the server stopped it (shutdown past the drain time)
-                self._status = Unavailable.status_code
-            return False  # cancellation and the like: let them through
+            self._status, self._error = error_answer(error, f"a {self._protocol} request")
+            if isinstance(error, asyncio.CancelledError):
+                return False
+            if not isinstance(error, ClientDisconnected):
+                await self._send_error(self._error)
+            return True
         finally:
-            self._clock.done(self._status, self._error)
+            self.clock.done(self._status, self._error)
 
     async def _send_error(self, error: ServingError) -> None:
-        self._status, headers, body = error_response(error)
-        if self._error_body is not None:
-            body = self._error_body(error)
         try:
-            await send_bytes(self._send, self._status, body, JSON, headers)
+            await send_bytes(self._send, self._status, encode_error(error, self._path), error.headers())
         except OSError:  # the client went away meanwhile: nothing more to do
             self._status = ClientDisconnected.status_code
-
-
-ErrorEncoder = Callable[[ServingError], bytes]
-"""How a protocol writes an error's body (the Open Inference Protocol's is ``{"error": "..."}``)."""
-
-Door = Callable[[Scope, Receive, Send], Awaitable[None]]

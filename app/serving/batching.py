@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from app.serving.errors import DeadlineExceeded, QueueFull, ServingError, Unavailable
-from app.serving.metrics import BatcherMetrics
+from app.serving.metrics import VariantSeries
 
 __all__ = ["BatchResult", "DynamicBatcher"]
 
@@ -77,7 +77,7 @@ class DynamicBatcher:
         max_wait: float,
         max_queue_size: int,
         device: torch.device | str = "cpu",
-        metrics: BatcherMetrics | None = None,
+        metrics: VariantSeries | None = None,
         retry_after_s: int = 1,
     ) -> None:
         if max_batch_size < 1:

@@ -1,7 +1,8 @@
 """The data plane: what every front door (``/predict``, the Open Inference Protocol over REST and gRPC, Ray)
 calls to turn a request into logits, with the same limits, deadlines and metrics whatever carried it.
 
-A request names a model's variant (:meth:`DataPlane.variant`), then either brings encoded images
+A request names a model's variant (:meth:`DataPlane.variant`), has its body read under the limits and the
+process's byte budget (:meth:`DataPlane.request_body`), then either brings encoded images
 (:meth:`DataPlane.classify`: headers checked, pixel budget, decoded, inferred) or a ready tensor
 (:meth:`DataPlane.infer`). Where the work runs is chosen per request, from costs measured at load:
 
@@ -22,19 +23,24 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+from starlette.datastructures import Headers
+from starlette.types import Receive
 
 from app.config import Settings
 from app.serving.batching import BatchResult
+from app.serving.bodies import BodyLimits, ByteBudget, read_body
 from app.serving.errors import DeadlineExceeded, Overloaded, TooManyPixels
 from app.serving.images import ImageLimits, decode_checked, probe_images
 from app.serving.registry import ModelRegistry, Variant
+from app.serving.resources import thread_budget
 from app.store import InputSpec
 
-__all__ = ["DataPlane", "DecodePool", "Inference", "usable_cores"]
+__all__ = ["DataPlane", "DecodePool", "Inference"]
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,16 @@ def _lower_priority() -> None:
 
 
 class DataPlane:
-    """One registry, one decoder and the request rules, shared by every front door."""
+    """One registry, one decoder, one byte budget for bodies and the request rules, shared by every front door."""
 
     def __init__(self, models: ModelRegistry, settings: Settings) -> None:
         self.models = models
         self.settings = settings
+        self.metrics = models.metrics
         self.limits = ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio)
-        threads = settings.decode_threads or max(1, usable_cores() // 2)
+        self.body_budget = ByteBudget(settings.max_inflight_body_bytes, settings.retry_after_s)
+        self.body_limits = BodyLimits(settings.max_body_bytes, settings.min_upload_bytes_per_s)
+        threads = thread_budget(settings).decode
         # Jobs wait rather than being refused: a client whose large images wait holds nothing but its compressed
         # body (bounded by the byte budget) and costs the event loop nothing, while a refused one comes straight
         # back. Measured: refusing past 4 jobs a thread turned 16 flooding clients into 2,000 requests/s of 503s
@@ -145,6 +154,15 @@ class DataPlane:
     def deadline(self) -> float:
         """The deadline of a request that starts now."""
         return asyncio.get_running_loop().time() + self.settings.request_timeout_s
+
+    @contextlib.asynccontextmanager
+    async def request_body(self, receive: Receive, headers: Headers, deadline: float) -> AsyncIterator[bytes]:
+        """A request's whole body (:func:`~app.serving.bodies.read_body`: the size limit, the deadline, the least
+        upload rate), counted in the process's byte budget until the block ends."""
+        with self.body_budget.hold() as tally:
+            yield await read_body(
+                receive, headers, limits=self.body_limits, deadline=deadline, budget=self.body_budget, tally=tally
+            )
 
     async def classify(self, variant: Variant, blobs: list[bytes], deadline: float) -> Inference:
         """Check, decode and infer encoded images.
@@ -197,10 +215,3 @@ class DataPlane:
 
     def close(self) -> None:
         self.decoder.close()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the platform tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

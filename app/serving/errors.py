@@ -9,6 +9,8 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
     │   └── LoadFailed (400 load_failed: a model repository load, as Triton answers it)
     ├── Unauthorized (401 unauthorized, with WWW-Authenticate: Bearer)
     ├── Forbidden (403 forbidden)
+    ├── HTTPError (Starlette's status, http_error: a wrong method, ...)
+    │   └── PathNotFound (404 not_found: no such path)
     ├── ModelNotFound (404 model_not_found)
     ├── PayloadTooLarge (413 payload_too_large)
     │   ├── BodyTooLarge (413 body_too_large)
@@ -28,24 +30,28 @@ Every answer that is not a success has the body ``{"error": {"code": ..., "messa
 
 FastAPI's own validation errors become ``InvalidParameter`` answers and Starlette's HTTP errors (unknown
 path, wrong method) keep their status with this body. Anything else is a bug: it is logged with its
-traceback and the client gets a generic 500 that reveals nothing.
+traceback and the client gets a generic 500 that reveals nothing. :func:`error_answer` is that one mapping,
+for every door: the raw ASGI doors (:class:`app.serving.asgi.Exchange`), the gRPC servicer and the FastAPI
+handlers installed here.
 
 Under ``/v2`` (the Open Inference Protocol) the same errors keep their status but have the protocol's body,
-``{"error": "<message>"}`` (:func:`v2_error_body`); the handlers below choose by the path, so every v2 route,
-and an unknown path or wrong method under ``/v2``, answers in the protocol's shape.
+``{"error": "<message>"}``; :func:`encode_error` chooses by the path, so every v2 route, and an unknown path
+or wrong method under ``/v2``, answers in the protocol's shape.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+from starlette.types import Scope
 
 __all__ = [
     "BadRequest",
@@ -54,6 +60,7 @@ __all__ = [
     "ClientDisconnected",
     "DeadlineExceeded",
     "Forbidden",
+    "HTTPError",
     "ImageAspectRatio",
     "ImageTooLarge",
     "InvalidImage",
@@ -63,6 +70,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "Overloaded",
+    "PathNotFound",
     "PayloadTooLarge",
     "QueueFull",
     "ServingError",
@@ -71,11 +79,12 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
+    "encode_error",
+    "error_answer",
     "error_body",
-    "error_response",
     "install_error_handlers",
     "is_v2_path",
-    "v2_error_body",
+    "route_path",
 ]
 
 V2_PREFIX = "/v2"
@@ -223,13 +232,15 @@ class DeadlineExceeded(ServingError):
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The JSON body of every error answer."""
+    """The JSON body of every error answer outside ``/v2``."""
     return {"error": {"code": code, "message": message}}
 
 
-def v2_error_body(exc: ServingError) -> bytes:
-    """The Open Inference Protocol's body for ``exc``: ``{"error": "<message>"}``."""
-    return orjson.dumps({"error": exc.message})
+def route_path(scope: Scope) -> str:
+    """The request's path inside the application (without the root path it is mounted at)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def is_v2_path(path: str) -> bool:
@@ -237,38 +248,71 @@ def is_v2_path(path: str) -> bool:
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
-def error_response(exc: ServingError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, extra headers and JSON body of the answer to ``exc``, for front doors that speak raw ASGI."""
-    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers().items()]
-    return exc.status_code, headers, orjson.dumps(error_body(exc.code, exc.message))
+def encode_error(error: ServingError, path: str) -> bytes:
+    """The body of the answer to ``error`` at ``path``: under ``/v2`` the protocol's ``{"error": "<message>"}``,
+    elsewhere ``{"error": {"code": ..., "message": ...}}``."""
+    if is_v2_path(path):
+        return orjson.dumps({"error": error.message})
+    return orjson.dumps(error_body(error.code, error.message))
 
 
-async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServingError)
-    return _answer(request, exc.status_code, exc.code, exc.message, exc.headers())
+class HTTPError(ServingError):
+    """An error of the HTTP layer (an unknown path, a wrong method): answered with Starlette's status."""
+
+    code = "http_error"
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
-    )
-    return _answer(request, 422, InvalidParameter.code, problems or "invalid request")
+class PathNotFound(HTTPError):
+    code = "not_found"
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = "not_found" if exc.status_code == 404 else "http_error"
-    headers = dict(exc.headers) if exc.headers else None
-    if exc.status_code == 405 and headers and "Allow" in headers:
+def error_answer(exc: BaseException, where: str) -> tuple[int, ServingError]:
+    """The status and error that answer ``exc``, whatever door it reached (``/predict``, v2 REST, gRPC, the
+    FastAPI routes).
+
+    - a :class:`ServingError`: its own status;
+    - FastAPI's validation error: 422 ``invalid_parameter``, naming each invalid field;
+    - Starlette's HTTP error: its status (``not_found``, or ``http_error``) and headers;
+    - cancellation (the server stopped the request, at shutdown past the drain time): 503;
+    - anything else is a bug: logged with its traceback (``where`` says what was served), and a 500 that reveals
+      nothing.
+    """
+    if isinstance(exc, ServingError):
+        return exc.status_code, exc
+    if isinstance(exc, RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+        )
+        return InvalidParameter.status_code, InvalidParameter(problems or "invalid request")
+    if isinstance(exc, StarletteHTTPException):
+        kind = PathNotFound if exc.status_code == 404 else HTTPError
+        return exc.status_code, kind(str(exc.detail), exc.headers)
+    if isinstance(exc, asyncio.CancelledError):
+        return Unavailable.status_code, Unavailable("the server stopped the request")
+    logger.exception("unhandled error in %s", where, exc_info=exc)
+    return ServingError.status_code, ServingError("internal server error")
+
+
+async def _answer(request: Request, exc: Exception) -> Response:
+    status, error = error_answer(exc, f"{request.method} {request.url.path}")
+    headers = error.headers()
+    if status == 405 and "Allow" in headers:
         headers["Allow"] = _allowed_methods(request) or headers["Allow"]
-    return _answer(request, exc.status_code, code, str(exc.detail), headers)
+    body = encode_error(error, route_path(request.scope))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _allowed_methods(request: Request) -> str:
     """Every method the OpenAPI document gives the request's path. Starlette's 405 names only the methods of the
     first route at that path, though a path may have several routes, one per method (and hot routes beside)."""
-    path = _route_path(request)
+    path = route_path(request.scope)
     paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
     methods = {
         method.upper() for template, item in paths.items() if compile_path(template)[0].match(path) for method in item
@@ -276,28 +320,7 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error while serving %s %s", request.method, request.url.path, exc_info=exc)
-    return _answer(request, 500, ServingError.code, "internal server error")
-
-
-def _answer(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    if is_v2_path(_route_path(request)):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
-
-
-def _route_path(request: Request) -> str:
-    path: str = request.scope["path"]
-    root: str = request.scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error answer of ``app`` use the ``{"error": {...}}`` body (under ``/v2``: ``{"error": "..."}``)."""
-    app.add_exception_handler(ServingError, _serving_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    """Make every error answer of ``app`` come from :func:`error_answer`, with the body of :func:`encode_error`."""
+    for kind in (ServingError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _answer)

@@ -36,7 +36,6 @@ __all__ = [
     "REJECTION_REASONS",
     "STATUSES",
     "VARIANTS",
-    "BatcherMetrics",
     "RequestClock",
     "RequestSeries",
     "ServingMetrics",
@@ -94,10 +93,6 @@ class VariantSeries:
     def forwards(self, path: str) -> Counter:
         """Forward passes that ran on one of :data:`FORWARD_PATHS`."""
         return self._forwards[path]
-
-
-BatcherMetrics = VariantSeries
-"""What a :class:`~app.serving.batching.DynamicBatcher` records into (the variant's series)."""
 
 
 @dataclass(frozen=True)
@@ -280,8 +275,6 @@ class ServingMetrics:
                 _forwards={p: self.forward_passes.labels(model, variant, p) for p in FORWARD_PATHS},
             )
         return series
-
-    for_batcher = variant
 
     def request(self, model: str, variant: str, protocol: str) -> RequestSeries:
         """The bound request series of ``model``'s ``variant`` through ``protocol``.

@@ -7,20 +7,19 @@ orjson (no per-request pydantic validation; :class:`app.serving.schemas.PredictR
 
 from __future__ import annotations
 
-import heapq
-import math
 import time
 from typing import Any
 
 import orjson
+import torch
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange, parse_bool, parse_int, query_params
 from app.serving.bodies import image_media_type, split_images
-from app.serving.dataplane import Inference
-from app.serving.errors import InvalidParameter, Unavailable
-from app.serving.state import ServingState
+from app.serving.dataplane import DataPlane, Inference
+from app.serving.errors import InvalidParameter
+from app.serving.scores import probabilities, top_k
 
 __all__ = ["MAX_MODEL_NAME", "MAX_TOP_K", "PROTOCOL", "predict", "rank"]
 
@@ -31,13 +30,10 @@ MAX_TOP_K = 100_000
 to the model's classes."""
 
 
-async def predict(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
+async def predict(plane: DataPlane, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST /predict``."""
-    async with Exchange(send, state.metrics, PROTOCOL) as exchange:
+    async with Exchange(send, plane.metrics, PROTOCOL, scope) as exchange:
         started = time.perf_counter()
-        plane = state.plane
-        if plane is None:
-            raise Unavailable("the service is starting", retry_after_s=state.settings.retry_after_s)
         params = query_params(scope)
         model = params.get("model")
         if model is not None and not 1 <= len(model) <= MAX_MODEL_NAME:
@@ -51,8 +47,8 @@ async def predict(state: ServingState, scope: Scope, receive: Receive, send: Sen
         headers = Headers(scope=scope)
         media_type = image_media_type(headers)
         deadline = plane.deadline()
-        async with state.request_body(receive, headers, deadline) as body:
-            blobs = split_images(headers, media_type, body, max_images=state.settings.max_images_per_request)
+        async with plane.request_body(receive, headers, deadline) as body:
+            blobs = split_images(headers, media_type, body, max_images=plane.settings.max_images_per_request)
             del body
             inference = await plane.classify(variant, blobs, deadline)
         await exchange.answer(_encode(inference, labels, top_k, started))
@@ -65,7 +61,7 @@ def _encode(inference: Inference, labels: list[str], top_k: int, started: float)
             "model": variant.model,
             "variant": variant.name,
             "simplification": variant.loaded.report["kind"] if variant.collapsed else None,
-            "predictions": [rank(r.logits.tolist(), labels, top_k) for r in inference.results],
+            "predictions": rank(inference.logits(), labels, top_k),
             "timings_ms": {
                 "decode": inference.decode_s * 1e3,
                 "queue": inference.queue_s * 1e3,
@@ -76,15 +72,14 @@ def _encode(inference: Inference, labels: list[str], top_k: int, started: float)
     )
 
 
-def rank(logits: list[float], labels: list[str], top_k: int) -> dict[str, Any]:
-    """Softmax probabilities of one image's logits and its ``top_k`` classes, best first.
-
-    Plain Python rather than torch: for one image's few logits, torch's per-call overhead on the event loop
-    costs more than the arithmetic.
-    """
-    peak = max(logits)
-    exps = [math.exp(v - peak) for v in logits]
-    total = math.fsum(exps)
-    best = heapq.nlargest(top_k, range(len(logits)), key=logits.__getitem__)
-    scores = [{"label": labels[i], "index": i, "probability": exps[i] / total} for i in best]
-    return {**scores[0], "top_k": scores}
+def rank(logits: torch.Tensor, labels: list[str], k: int) -> list[dict[str, Any]]:
+    """Each image's ``k`` most probable classes, best first, from its row of ``[N, K]`` logits."""
+    best, indices = top_k(probabilities(logits), k)
+    ranked = []
+    for row_probabilities, row_indices in zip(best.tolist(), indices.tolist(), strict=True):
+        scores = [
+            {"label": labels[i], "index": i, "probability": p}
+            for i, p in zip(row_indices, row_probabilities, strict=True)
+        ]
+        ranked.append({**scores[0], "top_k": scores})
+    return ranked

@@ -64,11 +64,6 @@ class ModelEntry:
     report: dict[str, Any] | None = None  # the simplification report, also kept when verification failed
     variants: dict[str, Variant] = field(default_factory=dict)
 
-    @property
-    def batchers(self) -> dict[str, DynamicBatcher]:
-        """The batcher of each variant."""
-        return {name: variant.batcher for name, variant in self.variants.items()}
-
 
 @dataclass(frozen=True)
 class Readiness:
@@ -247,11 +242,14 @@ class ModelRegistry:
         """The variant a request asks for: of model ``name``, or of the default model.
 
         Raises:
-            ModelNotFound: no such model.
+            ModelNotFound: no such model. Unavailable: none named, and none ready.
             ModelNotReady: it is still loading (retry later).
             ModelFailed: it failed to load (the reason is in the message).
         """
-        entry = self.get(name or self._default_name())
+        name = name or self.default
+        if name is None:
+            raise Unavailable("no model is ready yet", retry_after_s=self.settings.retry_after_s)
+        entry = self.get(name)
         found = entry.variants.get(variant)
         if found is not None:
             return found
@@ -261,12 +259,10 @@ class ModelRegistry:
             raise ModelNotFound(f"model {entry.name!r} is unloaded; loading it again is an operator's call")
         raise ModelFailed(f"model {entry.name!r} failed to load: {entry.reason}")
 
-    def _default_name(self) -> str:
-        if self.settings.default_model:
-            return self.settings.default_model
-        if self.ready:
-            return self.ready[0]
-        raise Unavailable("no model is ready yet", retry_after_s=self.settings.retry_after_s)
+    @property
+    def default(self) -> str | None:
+        """The model of a request that names none: ``FOLDSERVE_DEFAULT_MODEL``, else the first ready one."""
+        return self.settings.default_model or (self.ready[0] if self.ready else None)
 
     async def close(self) -> None:
         """Stop every batcher."""

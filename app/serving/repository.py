@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from app.config import Settings
 from app.serving.errors import Forbidden, InvalidParameter, ModelNotFound, ServingError, Unauthorized
 from app.serving.registry import ModelEntry, ModelRegistry
+from app.serving.resources import admin_calls_reach_every_copy
 from app.store import MANIFEST_FILE
 
 __all__ = ["ModelControl", "RepositoryModel", "router"]
@@ -164,7 +165,7 @@ def _control(request: Request, authorization: str | None) -> ModelControl:
     expected = settings.admin_token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         raise Unauthorized("load and unload need the header 'Authorization: Bearer <FOLDSERVE_ADMIN_TOKEN>'")
-    if settings.workers > 1 and settings.model_control != "poll":
+    if not admin_calls_reach_every_copy(settings, several=settings.workers > 1):
         raise Conflict(
             f"with {settings.workers} workers a call reaches only one of them: set FOLDSERVE_MODEL_CONTROL=poll "
             "and change the model store instead"

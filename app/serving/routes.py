@@ -39,8 +39,7 @@ async def readyz(request: Request) -> Readiness:
 async def list_models(request: Request) -> ModelList:
     """Every model of the store: manifest summary, variants, verification, speedup and status."""
     models = _models(request)
-    default = request.app.state.settings.default_model or (models.ready[0] if models.ready else None)
-    return ModelList(default=default, models=[model_info(entry) for entry in models.entries.values()])
+    return ModelList(default=models.default, models=[model_info(entry) for entry in models.entries.values()])
 
 
 @router.get("/models/{name}", response_model=ModelInfo, tags=["models"])

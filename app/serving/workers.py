@@ -40,6 +40,7 @@ import uvicorn
 
 from app.config import Settings
 from app.serving.http import protocol_class
+from app.serving.resources import enable_multiprocess_values
 
 __all__ = ["Supervisor", "run_server", "uvicorn_options"]
 
@@ -79,12 +80,7 @@ def run_server(settings: Settings) -> None:
         uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
         return
     with _metrics_dir(settings.metrics_dir) as directory:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-        from prometheus_client import values
-
-        # prometheus_client picks its value class when first imported, maybe before the folder was set: pick
-        # again, so that every metric the workers create lives in the folder
-        values.ValueClass = values.get_value_class()
+        enable_multiprocess_values(directory)  # every metric the workers create lives in the folder
         settings = settings.model_copy(update={"metrics_dir": directory})
         from app.serving.app import create_app  # torch, torchvision, prometheus_client: imported once, shared
 

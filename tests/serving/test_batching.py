@@ -52,7 +52,7 @@ async def started(module: nn.Module, metrics: ServingMetrics | None = None, **kw
         max_batch_size=int(options["max_batch_size"]),
         max_wait=float(options["max_wait"]),
         max_queue_size=int(options["max_queue_size"]),
-        metrics=metrics.for_batcher("m", "collapsed") if metrics else None,
+        metrics=metrics.variant("m", "collapsed") if metrics else None,
     )
     batcher.start()
     return batcher

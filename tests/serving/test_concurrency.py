@@ -59,7 +59,7 @@ class Gate(nn.Module):
 
 
 def gate_variant(app: FastAPI, model: str, variant: str) -> Gate:
-    batcher = app.state.models.entries[model].batchers[variant]
+    batcher = app.state.models.entries[model].variants[variant].batcher
     gate = Gate(batcher.runtime)
     batcher.runtime = gate
     return gate
@@ -136,7 +136,7 @@ async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> 
     # batched, however fast its runtime: the gate holds the batcher's thread, never the event loop
     async with serving(annealed_store, **settings, inline_max_forward_us=0) as (app, client):
         gate = gate_variant(app, "annealed", "collapsed")
-        batcher = app.state.models.entries["annealed"].batchers["collapsed"]
+        batcher = app.state.models.entries["annealed"].variants["collapsed"].batcher
         post = lambda: client.post("/predict?model=annealed", content=digit_png(), headers=PNG)  # noqa: E731
         running = asyncio.ensure_future(post())
         await wait_for(gate.entered.is_set)  # the first request is inside the (held) forward pass
@@ -192,7 +192,7 @@ async def test_full_queue_refuses_before_decoding(annealed_store: Path) -> None:
     settings = {"max_batch_size": 1, "max_wait_ms": 0.0, "max_queue_size": 1, "max_images_per_request": 1}
     async with serving(annealed_store, **settings, inline_max_forward_us=0) as (app, client):
         gate = gate_variant(app, "annealed", "collapsed")
-        batcher = app.state.models.entries["annealed"].batchers["collapsed"]
+        batcher = app.state.models.entries["annealed"].variants["collapsed"].batcher
         running = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))
         await wait_for(gate.entered.is_set)
         waiting = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))

@@ -47,7 +47,7 @@ def answers(store: Path, device: str) -> dict[tuple[str, str], list[float]]:
                         probabilities[i * 5 + entry["index"]] = entry["probability"]
                 results[(model, collapsed)] = probabilities
         if device == "cuda":
-            batcher = client.app.state.models.entries["linear"].batchers["collapsed"]  # type: ignore[attr-defined]
+            batcher = client.app.state.models.entries["linear"].variants["collapsed"].batcher  # type: ignore[attr-defined]
             assert batcher._staging is not None and batcher._staging.is_pinned()
     return results
 

@@ -33,6 +33,7 @@ from ray.util import get_node_ip_address
 from app.config import Settings, get_settings
 from app.serving.ray.host_metrics import HostMetrics
 from app.serving.ray.startup import waiting_lifespan
+from app.serving.resources import admin_calls_reach_every_copy, thread_budget
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -100,9 +101,8 @@ FoldServeDeployment: Deployment = serve.deployment(
 def replica_settings(settings: Settings, cpus: float) -> Settings:
     """The settings of one replica: one process, its threads sized by the CPUs Ray reserved for it.
 
-    A replica is one process, and the cores it may use are its ``num_cpus``, not the machine's: where
-    ``FOLDSERVE_TORCH_THREADS`` and ``FOLDSERVE_DECODE_THREADS`` are unset, they follow the single process's
-    rules (one fewer than the cores, at least one; half the cores, at least one) with those CPUs as the cores.
+    A replica is one process, and the cores it may use are its ``num_cpus``, not the machine's: its threads
+    follow :func:`~app.serving.resources.thread_budget` with those CPUs as the cores.
 
     Raises:
         ValueError: ``FOLDSERVE_WORKERS`` is not 1 (a replica scales with replicas, not forks); or the repository's
@@ -112,18 +112,13 @@ def replica_settings(settings: Settings, cpus: float) -> Settings:
     """
     if settings.workers != 1:
         raise ValueError(f"FOLDSERVE_WORKERS must be 1 in a Ray replica (scale with replicas), got {settings.workers}")
-    if settings.admin_token is not None and settings.model_control != "poll":
+    if settings.admin_token is not None and not admin_calls_reach_every_copy(settings, several=True):
         raise ValueError(
             "FOLDSERVE_ADMIN_TOKEN is set with FOLDSERVE_MODEL_CONTROL=explicit: a load or unload through Ray's proxy "
             "reaches one replica; set FOLDSERVE_MODEL_CONTROL=poll and change the model store instead"
         )
-    cores = max(1, int(cpus))
-    update: dict[str, int] = {}
-    if settings.torch_threads is None:
-        update["torch_threads"] = max(1, cores - 1)
-    if settings.decode_threads is None:
-        update["decode_threads"] = max(1, cores // 2)
-    return settings.model_copy(update=update)
+    threads = thread_budget(settings, max(1, int(cpus)))
+    return settings.model_copy(update={"torch_threads": threads.torch, "decode_threads": threads.decode})
 
 
 def _log_through_serve() -> None:

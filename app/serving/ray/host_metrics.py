@@ -28,9 +28,11 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess, values
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-__all__ = ["PRUNE_PERIOD_S", "HostMetrics", "enable_multiprocess_values", "live_pids"]
+from app.serving.resources import enable_multiprocess_values
+
+__all__ = ["PRUNE_PERIOD_S", "HostMetrics", "live_pids"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +42,6 @@ PRUNE_PERIOD_S = 5.0
 _REQUEST_TIMEOUT_S = 5.0  # a scraper that sends no complete request head in this time is dropped
 _MAX_REQUEST_BYTES = 16 * 1024
 _LIVE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
-
-
-def enable_multiprocess_values(directory: Path) -> None:
-    """Make every prometheus_client metric this process creates from now on keep its values in ``directory``.
-
-    prometheus_client picks its value class when first imported, maybe (inside a Ray worker, surely) before the
-    folder was named: pick again, as :func:`app.serving.workers.run_server` does for forked workers.
-    """
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    values.ValueClass = values.get_value_class()
 
 
 def live_pids(directory: Path) -> set[int]:

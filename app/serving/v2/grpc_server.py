@@ -4,7 +4,8 @@ The servicer only translates (:mod:`app.serving.v2.converters`) and calls the sa
 :class:`~app.serving.v2.service.InferenceService` as the REST routes, so a gRPC request meets the same registry,
 batchers, decoder, limits and deadline, and is counted in the same series with the protocol label ``v2-grpc``
 (its status label the HTTP status of the same error over REST, 200 for OK). Errors become status codes through
-:func:`~app.serving.v2.converters.grpc_status`; a ``Retry-After`` goes out as trailing metadata.
+:func:`~app.serving.v2.converters.grpc_status`, after :func:`~app.serving.errors.error_answer` (the mapping every
+door uses); a ``Retry-After`` goes out as trailing metadata.
 
 - **Deadline.** A request must be answered by the earlier of the service's deadline
   (``FOLDSERVE_REQUEST_TIMEOUT_S``) and the client's gRPC deadline; past it, DEADLINE_EXCEEDED.
@@ -32,9 +33,8 @@ from typing import TypeVar
 import grpc
 
 from app.config import Settings
-from app.serving.errors import ServingError, Unavailable
+from app.serving.errors import ServingError, error_answer
 from app.serving.metrics import RequestClock
-from app.serving.state import ServingState
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.serving.v2 import triton_model_config_pb2 as config_pb
@@ -46,7 +46,7 @@ from app.serving.v2.converters import (
     model_metadata_to_grpc,
     server_metadata_to_grpc,
 )
-from app.serving.v2.service import InferenceService, requested_collapsed
+from app.serving.v2.service import InferenceService
 
 __all__ = ["PROTOCOL", "InferenceServicer", "grpc_address", "grpc_options", "start_grpc_server"]
 
@@ -58,10 +58,10 @@ T = TypeVar("T")
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The protocol's RPCs over one :class:`ServingState`."""
+    """The protocol's RPCs over one :class:`InferenceService`."""
 
-    def __init__(self, state: ServingState) -> None:
-        self.state = state
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -71,88 +71,76 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        ready = await self._call(context, lambda service: service.server_ready())
-        return pb.ServerReadyResponse(ready=ready)
+        return await _call(context, lambda: pb.ServerReadyResponse(ready=self.service.server_ready()))
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        ready = await self._call(context, lambda service: service.model_ready(request.name, request.version))
-        return pb.ModelReadyResponse(ready=ready)
+        return await _call(
+            context, lambda: pb.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version))
+        )
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return await self._call(context, lambda service: server_metadata_to_grpc(service.server_metadata()))
+        return await _call(context, lambda: server_metadata_to_grpc(self.service.server_metadata()))
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        return await self._call(
-            context, lambda service: model_metadata_to_grpc(service.model_metadata(request.name, request.version))
+        return await _call(
+            context, lambda: model_metadata_to_grpc(self.service.model_metadata(request.name, request.version))
         )
 
     async def ModelConfig(
         self, request: config_pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> config_pb.ModelConfigResponse:
         """Triton's extension, not the protocol's: registered by :func:`start_grpc_server` beside the others."""
-        return await self._call(
-            context, lambda service: model_config_to_grpc(service.model_config(request.name, request.version or None))
+        return await _call(
+            context, lambda: model_config_to_grpc(self.service.model_config(request.name, request.version or None))
         )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        clock = RequestClock(self.state.metrics, PROTOCOL)
-        status = 500
+        clock = RequestClock(self.service.plane.metrics, PROTOCOL)
+        status, error = 500, None
         try:
             answer = await self._infer(request, context, clock)
             status = 200
             return answer
-        except ServingError as error:
-            status = error.status_code
-            await _abort(context, error)
-            raise  # not reached: abort raises
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed first
             remaining = context.time_remaining()
             status = 504 if remaining is not None and remaining <= 0 else 499
             raise
-        except Exception:
-            logger.exception("unhandled error in a %s request", PROTOCOL)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-            raise
+        except Exception as exc:
+            status, error = error_answer(exc, f"a {PROTOCOL} request")
+            await _abort(context, error)
+            raise  # not reached: abort raises
         finally:
-            clock.done(status)
+            clock.done(status, error)
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, clock: RequestClock
     ) -> pb.ModelInferResponse:
-        service = self._service()
+        service = self.service
         deadline = _deadline(service, context)
         name, version = request.model_name, request.model_version
-        variant = service.variant(name, version)
-        clock.resolved(variant.model, variant.name)
-        budget = self.state.body_budget
+        max_elements = service.admit(name, version, clock)
+        budget = service.plane.body_budget
         with budget.hold() as tally:
             budget.take(tally, request.ByteSize())  # gRPC holds the message already: count it while it is served
-            parsed = infer_request_from_grpc(request, max_elements=service.max_elements(variant))
-            variant = service.variant(name, version, requested_collapsed(parsed))
-            clock.resolved(variant.model, variant.name)
-            response = await service.infer(variant, parsed, deadline)
+            parsed = infer_request_from_grpc(request, max_elements=max_elements)
+            response = await service.infer(name, version, parsed, deadline, clock)
         return infer_response_to_grpc(response)
 
-    def _service(self) -> InferenceService:
-        service = self.state.v2
-        if service is None:
-            raise Unavailable("the service is starting", retry_after_s=self.state.settings.retry_after_s)
-        return service
 
-    async def _call(self, context: grpc.aio.ServicerContext, call: Callable[[InferenceService], T]) -> T:
-        try:
-            return call(self._service())
-        except ServingError as error:
-            await _abort(context, error)
-            raise  # not reached: abort raises
+async def _call(context: grpc.aio.ServicerContext, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except Exception as exc:
+        await _abort(context, error_answer(exc, f"a {PROTOCOL} call")[1])
+        raise  # not reached: abort raises
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServingError) -> None:
@@ -179,7 +167,7 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start_grpc_server(state: ServingState) -> Callable[[float | None], Awaitable[None]]:
+async def start_grpc_server(service: InferenceService) -> Callable[[float | None], Awaitable[None]]:
     """Serve the protocol's gRPC service on ``settings.host:settings.grpc_port``, in the running event loop.
 
     Returns:
@@ -188,9 +176,9 @@ async def start_grpc_server(state: ServingState) -> Callable[[float | None], Awa
     Raises:
         OSError: the port cannot be bound (taken, or a host with no such address).
     """
-    settings = state.settings
+    settings = service.settings
     server = grpc.aio.server(options=grpc_options(settings))
-    servicer = InferenceServicer(state)
+    servicer = InferenceServicer(service)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_generic_rpc_handlers((_model_config_handler(servicer),))
     address = grpc_address(settings.host, settings.grpc_port)

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 import torch
 
 from app.serving.errors import BadRequest
+from app.serving.scores import probabilities, top_k
 from app.serving.v2.messages import InferenceRequest, InferenceResponse, OutputTensor, RequestedOutput
 
 __all__ = [
     "LOGITS",
     "OUTPUT_NAMES",
     "PROBABILITIES",
+    "build_checked_outputs",
     "build_outputs",
     "check_requested_outputs",
     "classify",
@@ -33,8 +35,9 @@ OUTPUT_NAMES = (LOGITS, PROBABILITIES)
 """The outputs of every model, in the order they are returned when a request names none."""
 
 
-def check_requested_outputs(requested: Sequence[RequestedOutput]) -> None:
-    """Refuse outputs a model does not have; call it before running the model.
+def check_requested_outputs(requested: Sequence[RequestedOutput]) -> tuple[RequestedOutput, ...]:
+    """The outputs to answer with (all, as tensors, when the request named none), once outputs a model does not
+    have are refused; call it before running the model.
 
     Raises:
         BadRequest: an output is neither ``logits`` nor ``probabilities``.
@@ -44,6 +47,7 @@ def check_requested_outputs(requested: Sequence[RequestedOutput]) -> None:
             raise BadRequest(
                 f"unknown output '{output.name}'; the model's outputs are '{LOGITS}' and '{PROBABILITIES}'"
             )
+    return tuple(requested) or tuple(RequestedOutput(name) for name in OUTPUT_NAMES)
 
 
 def build_outputs(
@@ -59,12 +63,17 @@ def build_outputs(
     Raises:
         BadRequest: an output is unknown.
     """
-    check_requested_outputs(requested)
+    return build_checked_outputs(logits, labels, check_requested_outputs(requested))
+
+
+def build_checked_outputs(
+    logits: torch.Tensor, labels: Sequence[str], wanted: Sequence[RequestedOutput]
+) -> tuple[OutputTensor, ...]:
+    """:func:`build_outputs`, for outputs :func:`check_requested_outputs` returned."""
     if logits.dim() != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"logits must be [N, {len(labels)}] for {len(labels)} labels, got {list(logits.shape)}")
     values = {LOGITS: logits.detach().cpu().float()}
-    values[PROBABILITIES] = torch.softmax(values[LOGITS].double(), dim=1).float()  # in float64, as /predict
-    wanted = requested or [RequestedOutput(name) for name in OUTPUT_NAMES]
+    values[PROBABILITIES] = probabilities(values[LOGITS]).float()
     return tuple(
         classify(output.name, values[output.name], labels, output.classification)
         if output.classification
@@ -78,10 +87,10 @@ def classify(name: str, values: torch.Tensor, labels: Sequence[str], count: int)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     k = min(count, values.shape[1])
-    top, indices = torch.sort(values, dim=1, descending=True, stable=True)
+    top, indices = top_k(values, k)
     strings = tuple(
         f"{value:f}:{index}:{labels[index]}".encode()
-        for row_values, row_indices in zip(top[:, :k].tolist(), indices[:, :k].tolist(), strict=True)
+        for row_values, row_indices in zip(top.tolist(), indices.tolist(), strict=True)
         for value, index in zip(row_values, row_indices, strict=True)
     )
     return OutputTensor(name, "BYTES", (values.shape[0], k), strings)

@@ -14,11 +14,9 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.serving.asgi import Exchange
-from app.serving.errors import Unavailable, v2_error_body
-from app.serving.state import ServingState
 from app.serving.v2.binary import INFERENCE_HEADER_CONTENT_LENGTH
 from app.serving.v2.rest import encode_infer_response, parse_infer_request
-from app.serving.v2.service import requested_collapsed
+from app.serving.v2.service import InferenceService
 
 __all__ = ["INFER_PATHS", "PROTOCOL", "infer"]
 
@@ -26,29 +24,19 @@ PROTOCOL = "v2-rest"
 INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 """The paths of this door (path parameters as Starlette writes them)."""
 
-_HEADER_LENGTH = INFERENCE_HEADER_CONTENT_LENGTH.lower().encode("latin-1")
 
-
-async def infer(state: ServingState, scope: Scope, receive: Receive, send: Send) -> None:
+async def infer(service: InferenceService, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one inference request; ``scope["path_params"]`` holds ``name`` and maybe ``version``."""
-    async with Exchange(send, state.metrics, PROTOCOL, error_body=v2_error_body) as exchange:
-        service = state.v2
-        if service is None:
-            raise Unavailable("the service is starting", retry_after_s=state.settings.retry_after_s)
+    plane = service.plane
+    async with Exchange(send, plane.metrics, PROTOCOL, scope) as exchange:
         name: str = scope["path_params"]["name"]
         version: str | None = scope["path_params"].get("version")
-        variant = service.variant(name, version)  # before the body: an unknown model costs no upload
-        exchange.resolved(variant.model, variant.name)
+        max_elements = service.admit(name, version, exchange.clock)
         headers = Headers(scope=scope)
-        deadline = service.plane.deadline()
-        async with state.request_body(receive, headers, deadline) as body:
-            request = parse_infer_request(
-                body, headers.get(INFERENCE_HEADER_CONTENT_LENGTH), max_elements=service.max_elements(variant)
-            )
+        deadline = plane.deadline()
+        async with plane.request_body(receive, headers, deadline) as body:
+            request = parse_infer_request(body, headers.get(INFERENCE_HEADER_CONTENT_LENGTH), max_elements=max_elements)
             del body
-            variant = service.variant(name, version, requested_collapsed(request))
-            exchange.resolved(variant.model, variant.name)
-            response = await service.infer(variant, request, deadline)
+            response = await service.infer(name, version, request, deadline, exchange.clock)
         encoded = encode_infer_response(response, request)
-        extra = [] if encoded.header_length is None else [(_HEADER_LENGTH, str(encoded.header_length).encode())]
-        await exchange.answer(encoded.body, encoded.content_type.encode("latin-1"), extra)
+        await exchange.answer(encoded.body, encoded.headers)

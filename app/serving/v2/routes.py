@@ -2,8 +2,8 @@
 
 Each translates one :class:`~app.serving.v2.service.InferenceService` call. Health answers follow the protocol:
 200 for true, 400 for false, empty bodies. Errors raised here get the protocol's ``{"error": "..."}`` body from
-the service's one error handler (:func:`app.serving.errors.install_error_handlers`), which answers that way
-for every path under ``/v2``. Inference itself is a raw ASGI door (:mod:`app.serving.v2.rest_infer`).
+the service's one error handler (:func:`app.serving.errors.install_error_handlers`), as every path under
+``/v2``. Inference itself is a raw ASGI door (:mod:`app.serving.v2.rest_infer`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.serving.errors import Unavailable
 from app.serving.v2.rest import model_metadata_json, server_metadata_json
 from app.serving.v2.schemas import ModelConfigBody, ModelMetadataBody, ServerMetadataBody, V2ErrorBody
 from app.serving.v2.service import InferenceService
@@ -33,9 +32,7 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 
 def _service(request: Request) -> InferenceService:
-    service: InferenceService | None = request.app.serving.v2
-    if service is None:
-        raise Unavailable("the service is starting", retry_after_s=request.app.state.settings.retry_after_s)
+    service: InferenceService = request.app.state.v2
     return service
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from typing import Any
 
 from app import __version__
 from app.serving.dataplane import DataPlane
 from app.serving.errors import BadRequest, ModelNotFound, TooManyImages
+from app.serving.metrics import RequestClock
 from app.serving.registry import Variant
 from app.serving.v2.messages import (
     InferenceRequest,
@@ -35,7 +35,7 @@ from app.serving.v2.messages import (
     ServerMetadata,
     TensorMetadata,
 )
-from app.serving.v2.outputs import OUTPUT_NAMES, check_requested_outputs, infer_response
+from app.serving.v2.outputs import OUTPUT_NAMES, build_checked_outputs, check_requested_outputs
 from app.store import Manifest
 
 __all__ = [
@@ -110,6 +110,18 @@ class InferenceService:
         _check_version(entry.name, entry.loaded.manifest, version)
         return entry.status == "ready"
 
+    def admit(self, name: str, version: str | None, clock: RequestClock) -> int:
+        """Resolve an inference request's model before its body is read (an unknown model costs no upload), count
+        it under the default variant until :meth:`infer` knows the one asked for, and return the most tensor
+        elements its body may carry: a full batch of the model's input.
+
+        Raises:
+            ModelNotFound, ModelNotReady, ModelFailed: as :meth:`variant`.
+        """
+        variant = self.variant(name, version)
+        clock.resolved(variant.model, variant.name)
+        return self.settings.max_images_per_request * math.prod(variant.loaded.manifest.input.shape)
+
     def variant(self, name: str, version: str | None, collapsed: bool = True) -> Variant:
         """The variant a request for model ``name`` (at ``version``, if given) asks for.
 
@@ -120,10 +132,6 @@ class InferenceService:
         variant = self.plane.variant(self._checked_name(name), collapsed)
         _check_version(variant.model, variant.loaded.manifest, version)
         return variant
-
-    def max_elements(self, variant: Variant) -> int:
-        """The most tensor elements a request to ``variant`` may carry: a full batch of its input."""
-        return self.settings.max_images_per_request * math.prod(variant.loaded.manifest.input.shape)
 
     def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         """Model ``name``'s versions, platform, inputs and outputs, and how to prepare its ``input``.
@@ -175,15 +183,21 @@ class InferenceService:
             config["dynamic_batching"] = {"max_queue_delay_microseconds": round(self.settings.max_wait_ms * 1000)}
         return config
 
-    async def infer(self, variant: Variant, request: InferenceRequest, deadline: float) -> InferenceResponse:
-        """Run ``request`` through ``variant`` by ``deadline`` (on the event loop's clock).
+    async def infer(
+        self, name: str, version: str | None, request: InferenceRequest, deadline: float, clock: RequestClock
+    ) -> InferenceResponse:
+        """Run ``request`` through the variant of model ``name`` it asks for, by ``deadline`` (on the event loop's
+        clock), counting it under that variant.
 
         Raises:
-            BadRequest: an unknown input or output, a wrong data type or shape, or more than one input.
+            BadRequest: an unknown input or output, a wrong data type or shape, more than one input, or a
+                ``collapsed`` parameter that is not a boolean.
             TooManyImages: more images than a request may carry.
-            ServingError: whatever the data plane raises (images, queue, deadline).
+            ServingError: whatever :meth:`variant` or the data plane raises (model, images, queue, deadline).
         """
-        check_requested_outputs(request.outputs)
+        variant = self.variant(name, version, requested_collapsed(request))
+        clock.resolved(variant.model, variant.name)
+        wanted = check_requested_outputs(request.outputs)
         tensor = self._only_input(variant, request)
         if tensor.name == IMAGE:
             assert isinstance(tensor.data, tuple)
@@ -192,10 +206,8 @@ class InferenceService:
             assert not isinstance(tensor.data, tuple)
             inference = await self.plane.infer(variant, tensor.data, deadline)
         manifest = variant.loaded.manifest
-        response = infer_response(
-            request, inference.logits(), manifest.labels, model_name=variant.model, model_version=manifest.version
-        )
-        return replace(response, parameters={VARIANT: variant.name})
+        outputs = build_checked_outputs(inference.logits(), manifest.labels, wanted)
+        return InferenceResponse(variant.model, outputs, manifest.version, request.id, {VARIANT: variant.name})
 
     def _checked_name(self, name: str) -> str:
         if not name:  # the data plane would take the default model; the protocol always names one

@@ -1,0 +1,58 @@
+"""What one copy of the service (the single process, one of ``FOLDSERVE_WORKERS`` forked workers, or one Ray
+replica) takes of the machine, and what changes when there are several copies: one rule each, for every kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from app.config import Settings
+
+__all__ = ["Threads", "admin_calls_reach_every_copy", "enable_multiprocess_values", "thread_budget", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class Threads(NamedTuple):
+    torch: int  # torch's intra-op threads (on the CPU)
+    decode: int  # threads of the decode pool
+
+
+def thread_budget(settings: Settings, cores: int | None = None) -> Threads:
+    """The threads of one copy: ``FOLDSERVE_TORCH_THREADS`` and ``FOLDSERVE_DECODE_THREADS`` where set, else from
+    its share of the ``cores`` (default :func:`usable_cores`; a Ray replica's: its CPUs) divided by the workers, at
+    least one: torch one fewer than the share, the decoders half of it, each at least one.
+
+    Measured on 2 cores: one intra-op thread halves the original ResNet's p50 at concurrency 1, because two
+    threads fight the event loop and the decoders for the same cores.
+    """
+    share = max(1, (usable_cores() if cores is None else cores) // settings.workers)
+    return Threads(
+        max(1, share - 1) if settings.torch_threads is None else settings.torch_threads,
+        max(1, share // 2) if settings.decode_threads is None else settings.decode_threads,
+    )
+
+
+def admin_calls_reach_every_copy(settings: Settings, *, several: bool) -> bool:
+    """Whether the repository's load and unload calls keep every copy alike: a call reaches one copy only, so with
+    several only ``FOLDSERVE_MODEL_CONTROL=poll`` (every copy following the model store) does."""
+    return not several or settings.model_control == "poll"
+
+
+def enable_multiprocess_values(directory: Path) -> None:
+    """Make every prometheus_client metric this process creates from now on keep its values in ``directory``
+    (prometheus_client's multiprocess mode), where a scrape can sum the files of several copies.
+
+    prometheus_client picks its value class when first imported, maybe (in a Ray worker, surely) before the folder
+    was named: it is picked again here.
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
