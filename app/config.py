@@ -112,6 +112,11 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")
+    batch_size: Literal["measured", "max"] = Field(
+        default="measured",
+        description="measured: each variant's largest batch is the smallest within 5% of the best images/s measured "
+        "at load, at most max_batch_size; max: every variant batches up to max_batch_size",
+    )
     # 0: a batch takes what queued while the previous forward pass ran. Measured on the shipped-size models
     # (docs/operations.md): waiting 2 ms doubled the p50 at concurrency 1 and gained nothing at concurrency 16.
     max_wait_ms: float = Field(default=0.0, ge=0, le=10_000, description="how long a batch waits for more images")

@@ -153,6 +153,7 @@ class SelectionOptions:
     threads: int  # intra-op threads of every runtime
     tolerance: float  # largest error relative to the output scale that passes
     max_batch_size: int  # the batcher's cap
+    measure_batch: bool = True  # the largest batch by measurement; False: max_batch_size (or less, for memory)
     rounds: int = 7  # interleaved timing rounds
     block_seconds: float = 0.02  # least time of one timed block of calls
     cache: GraphCache | None = None  # where exported graphs are kept between starts
@@ -356,7 +357,9 @@ def _choose(
         best = at_size[fastest[size]]
         timed = {name: timed[name] for name, took in at_size.items() if took <= DROP_RATIO * best}
     rates = {size: _rate(reports[name], size) for size, name in fastest.items()}
-    largest = min(size for size, rate in rates.items() if rate * BATCH_GAIN >= max(rates.values()))
+    largest = max(rates)
+    if options.measure_batch:
+        largest = min(size for size, rate in rates.items() if rate * BATCH_GAIN >= max(rates.values()))
     fastest = {size: name for size, name in fastest.items() if size <= largest}
     small, large = reports[fastest[1]], reports[fastest[largest]]
     parts = {small.runtime: 1}

@@ -177,6 +177,7 @@ def _select_runtimes(
         max_batch_size=largest_timed_batch(
             manifest.architecture.to_config(), manifest.input.shape, settings.max_batch_size
         ),
+        measure_batch=settings.batch_size == "measured",
         rounds=settings.speedup_rounds,
         block_seconds=settings.speedup_block_seconds,
         cache=GraphCache(settings.runtime_cache) if settings.runtime_cache is not None else None,

@@ -27,9 +27,18 @@ class Costed(Runtime):
         return torch.full((len(batch), 2), self.mark)
 
 
-def choose(cap: int, *runtimes: Costed) -> tuple[dict[str, int], int, dict[int, float], dict[str, CandidateReport]]:
+def choose(
+    cap: int, *runtimes: Costed, measure: bool = True
+) -> tuple[dict[str, int], int, dict[int, float], dict[str, CandidateReport]]:
     options = SelectionOptions(
-        candidates=(), device=CPU, threads=1, tolerance=1e-4, max_batch_size=cap, rounds=3, block_seconds=0.0
+        candidates=(),
+        device=CPU,
+        threads=1,
+        tolerance=1e-4,
+        max_batch_size=cap,
+        measure_batch=measure,
+        rounds=3,
+        block_seconds=0.0,
     )
     reports = {r.name: CandidateReport(r.name) for r in runtimes}
     parts, size, curve = _choose({r.name: r for r in runtimes}, reports, EXAMPLE, options)
@@ -50,6 +59,12 @@ def test_the_batch_is_the_smallest_within_five_percent_of_the_best() -> None:
     assert parts == {"a": 1} and size == 4
     assert sorted(curve) == [1, 2, 4] and curve[4] > 1.9 * curve[2]
     assert sorted(reports["a"].latency_s) == [1, 2, 4, 8, 16]  # every size up to the cap is timed
+
+
+def test_without_measuring_the_batch_is_the_cap() -> None:
+    runtime = Costed("a", {1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04})
+    parts, size, curve, _ = choose(16, runtime, measure=False)
+    assert parts == {"a": 1} and size == 16 and sorted(curve) == [1, 2, 4, 8, 16]
 
 
 def test_a_size_measured_slow_does_not_stop_the_batch() -> None:

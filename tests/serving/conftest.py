@@ -64,6 +64,7 @@ def fast_settings(store: Path, **overrides: Any) -> Settings:
         "speedup_block_seconds": 0.0,
         "verification_samples": 4,
         "max_batch_size": 8,
+        "batch_size": "max",  # plumbing tests count on batches of max_batch_size (tests/runtimes measure them)
         "max_wait_ms": 1.0,
         "max_queue_size": 64,
         "request_timeout_s": 10.0,

@@ -25,7 +25,7 @@ def served(store: Path) -> Iterator[dict[str, TestClient]]:
     apps: dict[str, TestClient] = {}
     try:
         for runtimes in ("auto", *RUNTIME_NAMES):
-            client = TestClient(create_app(fast_settings(store, runtimes=runtimes)))
+            client = TestClient(create_app(fast_settings(store, runtimes=runtimes, batch_size="measured")))
             apps[runtimes] = client.__enter__()
             wait_until_loaded(client)
         yield apps
@@ -103,6 +103,15 @@ def test_served_answers_equal_eager_answers(served: dict[str, TestClient], runti
         np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], atol=1e-5, rtol=0)
         scale = np.abs(theirs["logits"]).max()  # float32 rounding grows with the logits: compared to their scale
         np.testing.assert_allclose(ours["logits"], theirs["logits"], atol=1e-5 * scale, rtol=0)
+
+
+def test_batch_size_max_batches_every_variant_up_to_the_cap(store: Path) -> None:
+    with TestClient(create_app(fast_settings(store, batch_size="max", max_batch_size=4))) as client:
+        wait_until_loaded(client)
+        for model in MODELS:
+            for name, info in client.get(f"/models/{model}").json()["variants"].items():
+                assert info["max_batch_size"] == 4, (model, name)
+                assert client.app.state.models.entries[model].variants[name].batcher.max_batch_size == 4  # type: ignore[attr-defined]
 
 
 def test_eager_alone_is_todays_service(served: dict[str, TestClient]) -> None:
