@@ -1,4 +1,4 @@
-"""``python -m app``: serve | train | evaluate | reproduce | import | simplify | bench | runtimes.
+"""``python -m app``: serve | train | evaluate | reproduce | import | simplify | bench | runtimes | settings.
 
 Each command lives with its package (``app/<package>/cli.py`` registers it); user errors end as one line
 on stderr and exit code 2, never a traceback.
@@ -15,7 +15,14 @@ __all__ = ["main"]
 
 # Modules whose add_parsers() registers commands; a missing optional one (training without its extra)
 # only drops its commands.
-_COMMAND_MODULES = ("app.serving.cli", "app.training.cli", "app.importers.cli", "app.cli_models", "app.cli_runtimes")
+_COMMAND_MODULES = (
+    "app.serving.cli",
+    "app.training.cli",
+    "app.importers.cli",
+    "app.cli_models",
+    "app.cli_runtimes",
+    "app.cli_settings",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RUNTIME_NAMES", "Settings", "get_settings"]
+__all__ = ["RUNTIME_NAMES", "Settings", "get_settings", "settings_markdown"]
 
 RUNTIME_NAMES = ("eager", "onnxruntime", "openvino")
 """The runtimes ``FOLDSERVE_RUNTIMES`` may name (``app.runtimes.RUNTIMES``, which a test keeps equal)."""
@@ -221,3 +221,25 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings of this process, read from the environment once."""
     return Settings()
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting's variable, default and description, from :class:`Settings` itself."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting is an environment variable read by `app/config.py` (pydantic-settings, prefix `FOLDSERVE_`);",
+        "sizes are in bytes, times in the unit their name says. This page is generated from `Settings`:",
+        "`python -m app settings --markdown > docs/settings.md` writes it again, and a test keeps it equal.",
+        "",
+        "| variable | default | what |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        what = field.description or ""
+        choices = getattr(field.annotation, "__args__", ()) if "Literal" in str(field.annotation) else ()
+        if choices:
+            what = "; ".join(filter(None, [what, "one of " + ", ".join(f"`{c}`" for c in choices)]))
+        escaped = what.replace("|", "\\|")
+        lines.append(f"| `FOLDSERVE_{name.upper()}` | `{field.default}` | {escaped} |")
+    return "\n".join(lines) + "\n"

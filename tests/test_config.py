@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings, get_settings
+from app.config import Settings, get_settings, settings_markdown
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +86,17 @@ def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -
     assert get_settings().port == 8124
 
 
-def test_readme_lists_every_setting_with_its_default() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+SETTINGS_DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+
+
+def test_settings_doc_is_the_generators_output() -> None:
+    assert SETTINGS_DOC.read_text(encoding="utf-8") == settings_markdown(), (
+        "docs/settings.md is stale: python -m app settings --markdown > docs/settings.md"
+    )
+
+
+def test_settings_doc_lists_every_setting_with_its_default() -> None:
+    doc = SETTINGS_DOC.read_text(encoding="utf-8")
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -109,3 +118,10 @@ def test_runtimes_name_known_runtimes_or_auto() -> None:
 def test_an_empty_runtime_cache_turns_it_off_and_a_home_path_is_expanded() -> None:
     assert Settings(runtime_cache="").runtime_cache is None
     assert Settings(runtime_cache="~/graphs").runtime_cache == Path.home() / "graphs"
+
+
+def test_settings_command_prints_the_settings_doc(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.__main__ import main
+
+    assert main(["settings", "--markdown"]) == 0
+    assert capsys.readouterr().out == settings_markdown()
