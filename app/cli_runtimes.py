@@ -59,7 +59,7 @@ def _command(args: argparse.Namespace) -> int:
         key = graph_key(
             weights_sha256=manifest.weights.sha256,
             variant=variant,
-            kind=simplified.report["kind"] if variant == "collapsed" else "original",
+            kind=simplified.report["kind"],
             input_shape=manifest.input.shape,
         )
         reports, built = build_candidates(

@@ -36,11 +36,15 @@ def cache_key(*, weights_sha256: str, variant: str, kind: str, input_shape: tupl
 
 
 def graph_key(*, weights_sha256: str, variant: str, kind: str, input_shape: tuple[int, ...]) -> str | None:
-    """:func:`cache_key` with this process's exporter; None where the exporter is not installed."""
+    """:func:`cache_key` with this process's exporter; None where the exporter is not installed.
+
+    ``kind`` is the model's simplification (its report's ``kind``); only the collapsed variant's graph depends on it.
+    """
     try:
         exporter = exporter_version()
     except RuntimeUnavailable:
         return None
+    kind = kind if variant == "collapsed" else "original"
     return cache_key(
         weights_sha256=weights_sha256, variant=variant, kind=kind, input_shape=input_shape, exporter=exporter
     )

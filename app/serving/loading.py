@@ -194,7 +194,7 @@ def _select_runtimes(
             cache_key=graph_key(
                 weights_sha256=manifest.weights.sha256,
                 variant=variant,
-                kind=simplified.report["kind"] if variant == "collapsed" else "original",
+                kind=simplified.report["kind"],
                 input_shape=manifest.input.shape,
             ),
         )

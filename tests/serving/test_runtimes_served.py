@@ -121,11 +121,19 @@ def test_eager_alone_is_todays_service(served: dict[str, TestClient]) -> None:
             assert set(variant["candidates"]) == {"eager"}
 
 
-def test_a_runtime_that_fails_is_not_served_and_models_say_why(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def export_fails(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every ONNX export refused, with the reason returned."""
+    reason = "ONNX export failed: planted by the test"
+
     def refuse(*_: object) -> bytes:
-        raise GraphRefused("ONNX export failed: planted by the test")
+        raise GraphRefused(reason)
 
     monkeypatch.setattr("app.runtimes.select.export_onnx", refuse)
+    return reason
+
+
+def test_a_runtime_that_fails_is_not_served_and_models_say_why(store: Path, export_fails: str) -> None:
     settings = fast_settings(store, runtimes="auto", runtime_cache=None)
     with TestClient(create_app(settings)) as client:
         wait_until_loaded(client)
@@ -137,19 +145,15 @@ def test_a_runtime_that_fails_is_not_served_and_models_say_why(store: Path, monk
         for name in ("onnxruntime", "openvino"):
             candidate = info["candidates"][name]
             assert candidate["status"] == "failed" and candidate["latency_ms"] == {}
-            assert candidate["reason"] == "ONNX export failed: planted by the test"
+            assert candidate["reason"] == export_fails
 
 
-def test_a_model_no_runtime_can_serve_fails_with_every_reason(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_: object) -> bytes:
-        raise GraphRefused("ONNX export failed: planted by the test")
-
-    monkeypatch.setattr("app.runtimes.select.export_onnx", refuse)
+def test_a_model_no_runtime_can_serve_fails_with_every_reason(store: Path, export_fails: str) -> None:
     settings = fast_settings(store, runtimes="onnxruntime,openvino", runtime_cache=None)
     with TestClient(create_app(settings)) as client:
         body = wait_until_loaded(client)
         answer = client.post("/predict?model=annealed", content=digit_png(0), headers=PNG)
     reasons = {m["name"]: (m["status"], m["reason"]) for m in body["models"]}
-    planted = "ONNX export failed: planted by the test"
-    assert reasons["annealed"] == ("failed", f"no runtime passed: onnxruntime: {planted}; openvino: {planted}")
+    why = f"no runtime passed: onnxruntime: {export_fails}; openvino: {export_fails}"
+    assert reasons["annealed"] == ("failed", why)
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_failed"
