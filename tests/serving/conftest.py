@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from PIL import Image
 from app.config import Settings
 from app.nets import ResNetConfig, build_resnet, set_skip_weight
 from app.store import InputSpec, save_checkpoint
+from tests.server import eventually
 
 SIZE = 12  # input height and width of the test models
 MEAN, STD = 0.25, 0.5
@@ -90,14 +90,12 @@ def digit_png(seed: int = 0, size: int = 20) -> bytes:
 
 def wait_until_loaded(client: TestClient, timeout: float = 30.0) -> dict[str, Any]:
     """Poll /models until no model is loading; returns its last body."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def loaded() -> dict[str, Any] | None:
         body: dict[str, Any] = client.get("/models").json()
-        if all(m["status"] != "loading" for m in body["models"]):
-            return body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"models still loading after {timeout} s: {body}")
-        time.sleep(0.02)
+        return body if all(m["status"] != "loading" for m in body["models"]) else None
+
+    return eventually(loaded, "every model loaded", timeout)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from torch import nn
 from app.serving.batching import DynamicBatcher
 from app.serving.errors import DeadlineExceeded, QueueFull, ServingError, Unavailable
 from app.serving.metrics import ServingMetrics
+from tests.server import eventually_async
 
 
 class Recorder(nn.Module):
@@ -21,10 +22,12 @@ class Recorder(nn.Module):
     def __init__(self, gate: threading.Event | None = None, fail_on: float | None = None) -> None:
         super().__init__()
         self.sizes: list[int] = []
+        self.entered = threading.Event()  # set once a forward pass has begun (before the gate)
         self.gate = gate
         self.fail_on = fail_on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10), "test gate never opened"
         self.sizes.append(len(x))
@@ -116,12 +119,10 @@ async def test_full_queue_is_refused(metrics: ServingMetrics) -> None:
     model = Recorder(gate)
     batcher = await started(model, metrics, max_batch_size=1, max_wait=0.0, max_queue_size=2)
     try:
-        running = asyncio.ensure_future(batcher.submit(image(1.0)))  # taken into the (blocked) forward pass
-        while not model.sizes and batcher.queue_depth:
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(0.01)
-        waiting = asyncio.ensure_future(batcher.submit(torch.ones(2, 1, 1, 1)))  # fills the queue
-        await asyncio.sleep(0.01)
+        running = asyncio.ensure_future(batcher.submit(image(1.0)))
+        await eventually_async(model.entered.is_set, "the first image inside the (blocked) forward pass")
+        waiting = asyncio.ensure_future(batcher.submit(torch.ones(2, 1, 1, 1)))
+        await eventually_async(lambda: batcher.queue_depth == 2, "two images filling the queue")
         with pytest.raises(QueueFull, match="2 of 2 images waiting") as info:
             await batcher.submit(image(2.0))
         assert info.value.headers() == {"Retry-After": "1"}
@@ -167,9 +168,10 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
 
 async def test_closed_batcher_refuses_and_fails_waiting_images() -> None:
     gate = threading.Event()
-    batcher = await started(Recorder(gate), max_wait=0.0)
+    model = Recorder(gate)
+    batcher = await started(model, max_wait=0.0)
     pending = asyncio.ensure_future(batcher.submit(image(1.0)))
-    await asyncio.sleep(0.02)
+    await eventually_async(model.entered.is_set, "the image inside the (blocked) forward pass")
     await batcher.close()
     gate.set()
     with pytest.raises(Unavailable, match="shutting down"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from torch import nn
 
 from app.serving import create_app
 from app.serving.metrics import FORWARD_PATHS as PATHS
+from tests.server import eventually_async
 from tests.serving.conftest import digit_png, fast_settings
 
 PNG = {"content-type": "image/png"}
@@ -63,14 +64,6 @@ def gate_variant(app: FastAPI, model: str, variant: str) -> Gate:
     gate = Gate(batcher.runtime)
     batcher.runtime = gate
     return gate
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError("condition never held")
 
 
 @pytest.mark.parametrize("variant", ["collapsed", "original"])
@@ -139,9 +132,9 @@ async def test_full_queue_answers_503_with_retry_after(annealed_store: Path) -> 
         batcher = app.state.models.entries["annealed"].variants["collapsed"].batcher
         post = lambda: client.post("/predict?model=annealed", content=digit_png(), headers=PNG)  # noqa: E731
         running = asyncio.ensure_future(post())
-        await wait_for(gate.entered.is_set)  # the first request is inside the (held) forward pass
+        await eventually_async(gate.entered.is_set, "the first request inside the (held) forward pass")
         waiting = [asyncio.ensure_future(post()) for _ in range(2)]
-        await wait_for(lambda: batcher.queue_depth == 2)  # the next two fill the queue
+        await eventually_async(lambda: batcher.queue_depth == 2, "the next two filling the queue")
         refused = await post()
         gate.open.set()
         answers = await asyncio.gather(running, *waiting)
@@ -194,9 +187,9 @@ async def test_full_queue_refuses_before_decoding(annealed_store: Path) -> None:
         gate = gate_variant(app, "annealed", "collapsed")
         batcher = app.state.models.entries["annealed"].variants["collapsed"].batcher
         running = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))
-        await wait_for(gate.entered.is_set)
+        await eventually_async(gate.entered.is_set, "the first request inside the forward pass")
         waiting = asyncio.ensure_future(client.post("/predict?model=annealed", content=digit_png(), headers=PNG))
-        await wait_for(lambda: batcher.queue_depth == 1)
+        await eventually_async(lambda: batcher.queue_depth == 1, "one image queued")
         # a corrupt image would be a 400 if it were decoded: the 503 shows it was refused first
         refused = await client.post("/predict?model=annealed", content=b"\x89PNG broken", headers=PNG)
         gate.open.set()

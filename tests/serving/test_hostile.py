@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import struct
@@ -19,13 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.server import ServerProcess, resident_memory_bytes
+from tests.server import Server, eventually, eventually_async
 from tests.serving.conftest import digit_png, write_checkpoint
 
 pytestmark = pytest.mark.slow
 
 PNG = {"content-type": "image/png"}
-FAST_LOAD = {"FOLDSERVE_WARMUP_RUNS": "1", "FOLDSERVE_SPEEDUP_ROUNDS": "2", "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,12 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def serve(store: Path, log: Path, **env: str) -> ServerProcess:
-    return ServerProcess(store, env={**FAST_LOAD, **env}, log_path=log, ready_timeout=60)
+def serve(store: Path, log: Path, **env: str) -> Server:
+    return Server(store, log, env)
 
 
 @pytest.fixture
-def server(tiny_store: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+def server(tiny_store: Path, tmp_path: Path) -> Iterator[Server]:
     with serve(tiny_store, tmp_path / "server.log", FOLDSERVE_HEADER_TIMEOUT_S="2") as running:
         yield running
 
@@ -63,10 +63,10 @@ def predict_head(length: int) -> bytes:
     ).encode()
 
 
-def counted(server: ServerProcess, status: int) -> float:
+def counted(server: Server, status: int) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -75,7 +75,7 @@ def counted(server: ServerProcess, status: int) -> float:
     )
 
 
-def test_http_level_limits_answer_json_and_close(server: ServerProcess) -> None:
+def test_http_level_limits_answer_json_and_close(server: Server) -> None:
     port = server.port
     malformed = exchange(port, b"GARBAGE\r\n\r\n")
     assert malformed.startswith(b"HTTP/1.1 400") and b'"code":"bad_http"' in malformed
@@ -86,35 +86,37 @@ def test_http_level_limits_answer_json_and_close(server: ServerProcess) -> None:
     started = time.monotonic()
     stuck = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
     assert stuck.startswith(b"HTTP/1.1 408") and 1.5 < time.monotonic() - started < 5
-    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-def test_a_client_gone_mid_upload_is_a_499_not_a_500(server: ServerProcess) -> None:
+def test_a_client_gone_mid_upload_is_a_499_not_a_500(server: Server) -> None:
     before = counted(server, 499), counted(server, 500)
     body = digit_png(1)
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", server.port)) as client:
             client.sendall(predict_head(len(body)) + body[:20])
             time.sleep(0.05)
-    deadline = time.monotonic() + 10
-    while counted(server, 499) < before[0] + 5 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: counted(server, 499) >= before[0] + 5, "five 499s counted", timeout=10)
     assert counted(server, 499) == before[0] + 5
     assert counted(server, 500) == before[1]
-    assert "Traceback" not in Path(server.log_path or "").read_text()
+    assert "Traceback" not in server.log.read_text()
 
 
-def test_slow_uploads_do_not_take_the_model_offline(server: ServerProcess) -> None:
+def test_slow_uploads_do_not_take_the_model_offline(server: Server) -> None:
     """256 connections declare 5 MB bodies and trickle a byte every 0.2 s, reconnecting when dropped, for 6 s;
     meanwhile normal requests to the same model and variant must still be answered."""
 
-    async def trickle(stop: float) -> int:
+    connected: set[int] = set()
+
+    async def trickle(index: int, stop: float) -> int:
         dropped = 0
         while time.monotonic() < stop:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
                 writer.write(b"POST /predict?model=linear HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n")
                 writer.write(b"Content-Length: 5000000\r\n\r\n")
+                await writer.drain()
+                connected.add(index)
                 while time.monotonic() < stop and not reader.at_eof():
                     writer.write(b"\0")
                     await writer.drain()
@@ -127,8 +129,8 @@ def test_slow_uploads_do_not_take_the_model_offline(server: ServerProcess) -> No
 
     async def normal(stop: float) -> list[int]:
         statuses = []
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
-            await asyncio.sleep(1.5)  # the slow clients are all connected and trickling
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            await eventually_async(lambda: len(connected) == 256, "every slow client connected", timeout=10)
             while time.monotonic() < stop:
                 answer = await client.post("/predict?model=linear", content=digit_png(2), headers=PNG)
                 statuses.append(answer.status_code)
@@ -137,7 +139,7 @@ def test_slow_uploads_do_not_take_the_model_offline(server: ServerProcess) -> No
 
     async def attack() -> list[int]:
         stop = time.monotonic() + 6
-        results = await asyncio.gather(normal(stop), *(trickle(stop) for _ in range(256)))
+        results = await asyncio.gather(normal(stop), *(trickle(i, stop) for i in range(256)))
         return results[0]  # type: ignore[return-value]
 
     statuses = asyncio.run(attack())
@@ -149,7 +151,6 @@ def test_slow_uploads_do_not_take_the_model_offline(server: ServerProcess) -> No
 def test_sigterm_exits_within_the_drain_time_with_slow_uploads_open(tiny_store: Path, tmp_path: Path) -> None:
     env = {"FOLDSERVE_DRAIN_S": "3", "FOLDSERVE_MIN_UPLOAD_BYTES_PER_S": "0"}  # uploads slow but never cut off
     with serve(tiny_store, tmp_path / "server.log", **env) as running:
-        assert running.process is not None
         slow = []
         for _ in range(20):
             client = socket.create_connection(("127.0.0.1", running.port))
@@ -161,10 +162,11 @@ def test_sigterm_exits_within_the_drain_time_with_slow_uploads_open(tiny_store: 
             in_flight.sendall(predict_head(len(body)) + body[:10])
             time.sleep(0.3)
             stopping = time.monotonic()
-            running.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            os.kill(running.pid, signal.SIGTERM)
+            eventually(lambda: "Shutting down" in running.log.read_text(), "the server draining")
             in_flight.sendall(body[10:])
             answer = in_flight.recv(65536)
+        assert running.process is not None
         running.process.wait(timeout=30)
         took = time.monotonic() - stopping
         for client in slow:
@@ -179,9 +181,8 @@ def test_held_uploads_are_bounded_by_the_byte_budget(tiny_store: Path, tmp_path:
     120 such clients; 180 MiB for 120 before refused requests' tracebacks were dropped)."""
     env = {"FOLDSERVE_MAX_INFLIGHT_BODY_BYTES": str(8 * 2**20), "FOLDSERVE_MAX_BODY_BYTES": str(10 * 2**20)}
     with serve(tiny_store, tmp_path / "server.log", **env) as running:
-        assert running.process is not None
-        pid = running.process.pid
-        before = resident_memory_bytes(pid) or 0
+        pid = running.pid
+        before = running.resident_bytes()
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
         clients, answers = [], []
         for _ in range(60):
@@ -191,7 +192,7 @@ def test_held_uploads_are_bounded_by_the_byte_budget(tiny_store: Path, tmp_path:
             with contextlib.suppress(OSError):  # answered and closed early
                 client.sendall(b"\0" * (3 * 2**20))
             clients.append(client)
-        time.sleep(0.5)
+        eventually(lambda: counted(running, 503) >= 57, "57 of the 60 held uploads refused", timeout=10)
         peak = _peak_resident_bytes(pid)
         for client in clients:
             try:
@@ -223,10 +224,10 @@ def long_thin_png(width: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
-def test_sixteen_long_thin_images_are_refused_at_once(server: ServerProcess) -> None:
+def test_sixteen_long_thin_images_are_refused_at_once(server: Server) -> None:
     image = long_thin_png(16_777_216)
     files = [("file", (f"{i}.png", image, "image/png")) for i in range(16)]
     started = time.monotonic()
-    answer = httpx.post(f"{server.base_url}/predict?model=linear", files=files, timeout=30)
+    answer = httpx.post(f"{server.url}/predict?model=linear", files=files, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "image_aspect_ratio", answer.text
     assert time.monotonic() - started < 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.server import ServerProcess
+from tests.server import Server
 from tests.serving.conftest import write_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -25,17 +25,12 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed (the dev extra)")
 def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     write_checkpoint(tmp_path / "store", "linear", kind="linear")
-    env = {
-        "FOLDSERVE_WARMUP_RUNS": "1",
-        "FOLDSERVE_SPEEDUP_ROUNDS": "2",
-        "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0",
-    }
-    with ServerProcess(tmp_path / "store", env=env, log_path=tmp_path / "server.log", ready_timeout=60) as server:
+    with Server(tmp_path / "store", tmp_path / "server.log") as server:
         result = subprocess.run(
             [
                 str(SCHEMATHESIS),
                 "run",
-                f"{server.base_url}/openapi.json",
+                f"{server.url}/openapi.json",
                 "--checks=all",
                 "--phases=examples,coverage,fuzzing,stateful",
                 "--max-examples=15",

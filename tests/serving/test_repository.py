@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app.serving import create_app
 from app.store import save_checkpoint
+from tests.server import eventually_async
 from tests.serving.conftest import LABELS, MEAN, SIZE, STD, build_model, digit_png, fast_settings, write_checkpoint
 
 PNG = {"content-type": "image/png"}
@@ -33,13 +34,11 @@ async def serving(store: Path, **overrides: Any) -> AsyncIterator[tuple[FastAPI,
             yield app, client
 
 
-async def until(client: httpx.AsyncClient, condition: Any, timeout: float = 60) -> list[dict[str, Any]]:
-    for _ in range(int(timeout / 0.05)):
-        index: list[dict[str, Any]] = (await client.get("/v2/repository/index")).json()
-        if condition(index):
-            return index
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"repository never reached the state: {index}")
+async def until(client: httpx.AsyncClient, condition: Any, timeout: float = 60) -> None:
+    async def reached() -> bool:
+        return bool(condition((await client.get("/v2/repository/index")).json()))
+
+    await eventually_async(reached, "the repository reaching the state", timeout)
 
 
 def version(store: Path, name: str, number: str, seed: int) -> None:
@@ -102,9 +101,10 @@ async def test_a_reload_under_load_drops_no_request(tmp_path: Path) -> None:
                 await asyncio.sleep(0)  # in-process, an inline answer never waits on a socket: let others run
 
         clients = [asyncio.ensure_future(load()) for _ in range(8)]
-        await asyncio.sleep(0.3)
+        await eventually_async(lambda: len(statuses) >= 16, "answers before the reload")
         reloaded = await client.post("/v2/repository/models/m/load", headers=AUTH)
-        await asyncio.sleep(0.3)
+        during = len(statuses)
+        await eventually_async(lambda: len(statuses) >= during + 16, "answers after the reload")
         stop.set()
         await asyncio.gather(*clients)
         second = (await predict(client)).json()["predictions"][0]["top_k"]

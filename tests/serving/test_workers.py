@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
-from loadtest.server import free_port
+from tests.server import Server, eventually, free_port
 from tests.serving.conftest import SIZE, digit_png, write_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -32,60 +31,16 @@ PNG = {"content-type": "image/png"}
 REQUESTS = {"model": "linear", "variant": "collapsed", "protocol": "predict", "status": "200"}
 
 
-class Workers:
+class Workers(Server):
     """``python -m app serve`` with two workers on a tiny store, its metrics folder and its log."""
 
     def __init__(self, root: Path, **env: str) -> None:
-        self.store, self.metrics_dir, self.log = root / "store", root / "metrics", root / "server.log"
-        write_checkpoint(self.store, "linear", kind="linear")
-        self.port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {
-            **os.environ,
-            "FOLDSERVE_MODEL_STORE": str(self.store),
-            "FOLDSERVE_WORKERS": "2",
-            "FOLDSERVE_METRICS_DIR": str(self.metrics_dir),
-            "FOLDSERVE_WARMUP_RUNS": "1",
-            "FOLDSERVE_SPEEDUP_ROUNDS": "2",
-            "FOLDSERVE_SPEEDUP_BLOCK_SECONDS": "0",
-            "FOLDSERVE_GRPC_PORT": str(self.grpc_port),
-            **env,
-        }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float | None:
-        return self.scrape().get((name, tuple(sorted(labels.items()))))
-
-    def wait_until(self, condition: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the server exited:\n{self.log.read_text()}"
-            try:
-                ready = self.value("foldserve_workers") == 2 and self.value("foldserve_model_ready", model="linear")
-                if condition == "ready" and ready == 1:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"not {condition} within {timeout} s:\n{self.log.read_text()}")
-
-    def worker_pids(self) -> set[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
-        return {int(pid) for pid in out.split()}
+        write_checkpoint(root / "store", "linear", kind="linear")
+        self.metrics_dir, self.grpc_port = root / "metrics", free_port()
+        workers = {"FOLDSERVE_WORKERS": "2", "FOLDSERVE_METRICS_DIR": str(self.metrics_dir)}
+        super().__init__(
+            root / "store", root / "server.log", {**workers, "FOLDSERVE_GRPC_PORT": str(self.grpc_port), **env}
+        )
 
     def requests_per_worker(self, protocol: str = "predict") -> dict[int, float]:
         """Answers counted in each worker's own counter file (copied apart, then collected)."""
@@ -100,24 +55,11 @@ class Workers:
             counts[int(path.stem.split("_")[1])] = registry.get_sample_value("foldserve_requests_total", labels) or 0
         return counts
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    server = Workers(tmp_path, FOLDSERVE_DRAIN_S="20")
-    try:
-        server.wait_until("ready")
+    with Workers(tmp_path, FOLDSERVE_DRAIN_S="20") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def post_alone(url: str, seed: int) -> httpx.Response:
@@ -164,11 +106,8 @@ def test_a_dead_worker_is_replaced_and_its_live_gauges_dropped(workers: Workers)
     victim = min(first)
     served = workers.value("foldserve_requests_total", **REQUESTS) or 0
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while len(workers.worker_pids() - {victim}) < 2:
-        assert time.monotonic() < deadline, workers.log.read_text()
-        time.sleep(0.2)
-    workers.wait_until("ready")
+    eventually(lambda: len(workers.worker_pids() - {victim}) == 2, "a replacement worker", timeout=60)
+    eventually(workers.is_ready, "both workers ready", timeout=60)
     assert victim not in workers.worker_pids()
     assert f"worker {victim} exited (killed by SIGKILL)" in workers.log.read_text()
     assert workers.value("foldserve_workers") == 2  # the dead worker's 1 was dropped, its replacement counts
@@ -186,12 +125,13 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(workers: Workers) ->
         client.sendall(head + body[:10])  # the request is in flight: its body is half sent
         time.sleep(0.3)
         stopping = time.monotonic()
-        workers.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        os.kill(workers.pid, signal.SIGTERM)
+        eventually(lambda: "stopping 2 workers" in workers.log.read_text(), "the supervisor stopping its workers")
         client.sendall(body[10:])
         answer = b""
         while chunk := client.recv(65536):
             answer += chunk
+    assert workers.process is not None
     workers.process.wait(timeout=30)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b'"model":"linear"' in answer
@@ -223,15 +163,13 @@ def test_the_supervisor_asks_cuda_nothing_before_it_forks() -> None:
 
 
 def test_each_worker_builds_its_own_runtime_after_the_fork(tmp_path: Path) -> None:
-    server = Workers(tmp_path, FOLDSERVE_RUNTIMES="onnxruntime")
-    try:
-        server.wait_until("ready")
+    with Workers(tmp_path, FOLDSERVE_RUNTIMES="onnxruntime") as server:
         workers = server.worker_pids()
         assert len(workers) == 2
         for pid in workers:  # each worker's own sessions, built in it
             assert "onnxruntime_pybind11_state" in Path(f"/proc/{pid}/maps").read_text(), pid
         # the supervisor forked them before any runtime existed: it never loaded ONNX Runtime
-        assert "onnxruntime" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "onnxruntime" not in Path(f"/proc/{server.pid}/maps").read_text()
         labels = {"model": "linear", "variant": "original"}
         assert server.value("foldserve_variant_runtime_info", **labels, runtime="onnxruntime") == 1
         assert server.value("foldserve_variant_runtime_info", **labels, runtime="eager") == 0
@@ -239,5 +177,3 @@ def test_each_worker_builds_its_own_runtime_after_the_fork(tmp_path: Path) -> No
         assert [a.status_code for a in answers] == [200] * 40
         assert len({str(a.json()["predictions"]) for a in answers}) == 1  # both workers' sessions answer alike
         assert all(count > 0 for count in server.requests_per_worker().values())
-    finally:
-        server.stop()

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +29,7 @@ from app.serving import create_app
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.serving.v2.grpc_server import _deadline
-from loadtest.server import free_port
+from tests.server import eventually, free_port
 from tests.serving.conftest import SIZE, digit_png, fast_settings, wait_until_loaded, write_checkpoint
 
 PNG = {"content-type": "image/png"}
@@ -52,14 +52,6 @@ def infer_message(model: str, images: int, *, collapsed: bool = True) -> pb.Mode
     message.raw_input_contents.append(np.zeros((images, 1, SIZE, SIZE), dtype="<f4").tobytes())
     message.parameters["collapsed"].bool_param = collapsed
     return message
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout} s")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -90,7 +82,7 @@ def test_readiness_waits_for_every_model_and_lists_the_failed_ones(
 ) -> None:
     port = free_port()
     with TestClient(create_app(fast_settings(tmp_path, grpc_port=port))) as client, grpc_stub(port) as stub:
-        until(lambda: client.get("/models/b-tampered").json()["status"] == "failed", "b-tampered not failed")
+        eventually(lambda: client.get("/models/b-tampered").json()["status"] == "failed", "b-tampered not failed")
         assert client.get("/models/c-slow").json()["status"] == "loading"
 
         readyz = client.get("/readyz")
@@ -185,7 +177,7 @@ def test_grpc_deadline_bounds_the_request(
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         labels = {"model": "linear", "variant": "original", "protocol": "v2-grpc", "status": "504"}
         # counted while the forward pass still blocks: the server gave up at the client's deadline, not its own 10 s
-        until(lambda: sample(client, "foldserve_requests_total", **labels) == 1, "the 504 was not counted")
+        eventually(lambda: sample(client, "foldserve_requests_total", **labels) == 1, "the 504 was not counted")
         assert time.monotonic() - started < 5 and not release.is_set()
 
 
@@ -215,7 +207,7 @@ def test_grpc_full_queue_is_unavailable_with_retry_after(
         running = stub.ModelInfer.future(infer_message("linear", 4, collapsed=False), timeout=30)
         assert entered.wait(timeout=30)
         queued = stub.ModelInfer.future(infer_message("linear", 4, collapsed=False), timeout=30)
-        until(lambda: batcher.queue_depth == 4, "the second request was not queued")
+        eventually(lambda: batcher.queue_depth == 4, "the second request was not queued")
         with pytest.raises(grpc.RpcError) as full:
             stub.ModelInfer(infer_message("linear", 1, collapsed=False), timeout=30)
         assert full.value.code() == grpc.StatusCode.UNAVAILABLE

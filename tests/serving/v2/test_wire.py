@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.serving.images import decode_image
 from app.store import load_checkpoint
-from loadtest.server import ServerProcess, free_port
+from tests.server import Server, free_port
 from tests.serving.conftest import LABELS, MEAN, SIZE, STD, digit_png, write_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -49,12 +49,12 @@ SERVER_ENV = {
 IMAGES = [digit_png(seed) for seed in range(3)]
 
 
-class Server:
+class Served:
     """The running server: its URLs, the checkpoint's reference network and the images' tensors."""
 
-    def __init__(self, process: ServerProcess, grpc_port: int, store: Path) -> None:
-        self.url = process.base_url
-        self.http = process.base_url.removeprefix("http://")
+    def __init__(self, process: Server, grpc_port: int, store: Path) -> None:
+        self.url = process.url
+        self.http = process.url.removeprefix("http://")
         self.grpc = f"127.0.0.1:{grpc_port}"
         manifest, self.network = load_checkpoint(store / MODEL)
         self.images = torch.stack([decode_image(png, manifest.input, max_pixels=10**6) for png in IMAGES])
@@ -75,17 +75,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("v2-wire")
     write_checkpoint(root / "store", MODEL, kind="linear")
     grpc_port = free_port()
     env = {**SERVER_ENV, "FOLDSERVE_GRPC_PORT": str(grpc_port)}
-    with ServerProcess(root / "store", env=env, log_path=root / "server.log", ready_timeout=120) as process:
-        yield Server(process, grpc_port, root / "store")
+    with Server(root / "store", root / "server.log", env, ready_timeout=120) as process:
+        yield Served(process, grpc_port, root / "store")
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpclient.InferenceServerClient]:
+def client(server: Served) -> Iterator[httpclient.InferenceServerClient]:
     client = httpclient.InferenceServerClient(server.http)
     yield client
     client.close()
@@ -103,7 +103,7 @@ def image_input(blobs: list[bytes], *, binary: bool = True) -> httpclient.InferI
     return tensor
 
 
-def predict_probabilities(server: Server, png: bytes, collapsed: bool) -> tuple[list[float], str]:
+def predict_probabilities(server: Served, png: bytes, collapsed: bool) -> tuple[list[float], str]:
     """What ``/predict`` says about ``png``: every class's probability, by index, and the variant."""
     response = httpx.post(
         f"{server.url}/predict?model={MODEL}&collapsed={str(collapsed).lower()}&top_k={len(LABELS)}",
@@ -124,7 +124,7 @@ def assert_logits_close(actual: Any, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4 * scale)
 
 
-def test_health_and_metadata(server: Server, client: httpclient.InferenceServerClient) -> None:
+def test_health_and_metadata(server: Served, client: httpclient.InferenceServerClient) -> None:
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, model_version="1")
     assert not client.is_model_ready("nope") and not client.is_model_ready(MODEL, model_version="2")
@@ -165,7 +165,7 @@ def test_health_and_metadata(server: Server, client: httpclient.InferenceServerC
 @pytest.mark.parametrize("collapsed", [True, False], ids=["collapsed", "original"])
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_fp32_infer_matches_the_network(
-    server: Server, client: httpclient.InferenceServerClient, collapsed: bool, binary: bool
+    server: Served, client: httpclient.InferenceServerClient, collapsed: bool, binary: bool
 ) -> None:
     x = server.images.numpy()
     outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in ("logits", "probabilities")]
@@ -183,7 +183,7 @@ def test_fp32_infer_matches_the_network(
 
 @pytest.mark.parametrize("collapsed", [True, False], ids=["collapsed", "original"])
 def test_images_give_the_answer_of_predict(
-    server: Server, client: httpclient.InferenceServerClient, collapsed: bool
+    server: Served, client: httpclient.InferenceServerClient, collapsed: bool
 ) -> None:
     result = client.infer(MODEL, [image_input(IMAGES)], parameters={"collapsed": collapsed})
     assert result.get_response()["parameters"]["variant"] == ("collapsed" if collapsed else "original")
@@ -202,7 +202,7 @@ def test_images_may_come_as_n_by_1(client: httpclient.InferenceServerClient) -> 
     assert result.as_numpy("logits").shape == (1, len(LABELS))
 
 
-def test_classification_extension(server: Server, client: httpclient.InferenceServerClient) -> None:
+def test_classification_extension(server: Served, client: httpclient.InferenceServerClient) -> None:
     outputs = [httpclient.InferRequestedOutput("probabilities", class_count=2)]
     result = client.infer(MODEL, [image_input(IMAGES[:2])], outputs=outputs)
     probabilities = torch.softmax(server.reference()[:2].double(), dim=1)
@@ -353,7 +353,7 @@ BAD_REQUESTS: list[tuple[str, str, tuple[bytes, dict[str, str]], int, str]] = [
     ("path", "body", "status", "message"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS]
 )
 def test_bad_requests_get_their_4xx_in_the_protocols_shape(
-    server: Server, path: str, body: tuple[bytes, dict[str, str]], status: int, message: str
+    server: Served, path: str, body: tuple[bytes, dict[str, str]], status: int, message: str
 ) -> None:
     content, headers = body
     response = httpx.post(f"{server.url}{path}", content=content, headers=headers, timeout=30)
@@ -364,7 +364,7 @@ def test_bad_requests_get_their_4xx_in_the_protocols_shape(
 
 
 def test_every_rest_request_is_counted_under_its_protocol(
-    server: Server, client: httpclient.InferenceServerClient
+    server: Served, client: httpclient.InferenceServerClient
 ) -> None:
     before = {s: server.counted("v2-rest", "original", s) for s in ("200", "400")}
     client.infer(MODEL, [fp32_input(server.images.numpy(), binary=True)], parameters={"collapsed": False})
@@ -453,7 +453,7 @@ print(json.dumps(answers))
 
 
 @pytest.fixture(scope="module")
-def grpc_answers(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def grpc_answers(server: Served, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What tritonclient.grpc, in another process, got from the server; and the counters before and after."""
     given = tmp_path_factory.mktemp("grpc-client") / "inputs.json"
     images = [png.hex() for png in IMAGES]
@@ -510,7 +510,7 @@ def test_grpc_model_config_is_the_rest_one(
 
 
 def test_grpc_infer_agrees_with_rest_predict_and_the_network(
-    server: Server, client: httpclient.InferenceServerClient, grpc_answers: dict[str, Any]
+    server: Served, client: httpclient.InferenceServerClient, grpc_answers: dict[str, Any]
 ) -> None:
     reference = server.reference()
     for collapsed in (True, False):
@@ -546,7 +546,7 @@ GRPC_ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(GRPC_ERRORS))
-def test_grpc_bad_requests_get_their_status_code(server: Server, grpc_answers: dict[str, Any], case: str) -> None:
+def test_grpc_bad_requests_get_their_status_code(server: Served, grpc_answers: dict[str, Any], case: str) -> None:
     code, message = GRPC_ERRORS[case]
     status, text = grpc_answers["bad"][case]
     assert status == f"StatusCode.{code}"
