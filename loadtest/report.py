@@ -1,10 +1,12 @@
-"""Reports: ``report.json`` (every figure), ``report.md`` (the summary tables) and ``requests.csv``."""
+"""Every command's report: ``NAME.json`` (every figure), ``NAME.md`` (the summary) and ``requests.csv``; the
+scenarios' markdown (:mod:`loadtest.versus_report` renders versus and memory)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +118,24 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(directory: Path, report: dict[str, Any], measurements: list[Measurement]) -> Path:
-    """Write ``report.json``, ``report.md`` and ``requests.csv`` (every request) into ``directory``."""
+def write_report(
+    directory: Path,
+    name: str,
+    report: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    measurements: Iterable[Measurement] = (),
+) -> Path:
+    """Write ``NAME.json`` (strict JSON: NaN as null), ``NAME.md`` (``render`` of it) and, where ``measurements``
+    are given, ``requests.csv`` (every request) into ``directory``; returns the markdown's path."""
     directory.mkdir(parents=True, exist_ok=True)
     clean = sanitize(report)
-    (directory / "report.json").write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
-    (directory / "report.md").write_text(markdown(clean))
-    with (directory / "requests.csv").open("w", newline="") as sink:
-        writer = csv.writer(sink)
-        writer.writerow(["run", "series", "start_s", "latency_s", "status", "retry_after"])
-        for m in measurements:
-            for r in m.records:
-                writer.writerow([m.name, r.label, f"{r.start:.6f}", f"{r.latency:.6f}", r.status, r.retry_after or ""])
-    return directory / "report.md"
+    (directory / f"{name}.json").write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    (directory / f"{name}.md").write_text(render(clean))
+    records = [(m.name, r) for m in measurements for r in m.records]
+    if records:
+        with (directory / "requests.csv").open("w", newline="") as sink:
+            writer = csv.writer(sink)
+            writer.writerow(["run", "series", "start_s", "latency_s", "status", "retry_after"])
+            for run, r in records:
+                writer.writerow([run, r.label, f"{r.start:.6f}", f"{r.latency:.6f}", r.status, r.retry_after or ""])
+    return directory / f"{name}.md"

@@ -5,14 +5,10 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
-from loadtest.report import sanitize
-
-__all__ = ["memory_markdown", "versus_markdown", "versus_tables", "write_json_and_markdown"]
+__all__ = ["memory_markdown", "versus_markdown", "versus_tables"]
 
 _MIB = 2**20
 _HEY_STEPS = (
@@ -64,17 +60,19 @@ def versus_tables(result: dict[str, Any]) -> list[str]:
             f"| {m['model']} | {m['variant']} | {m['concurrency']} | {m['server']} | {_num(m['answers_per_s'], 1, 1)} "
             f"| {_num(m['p50_s'], 1e3)} | {_num(m['p99_s'], 1e3)} | {_num(m['cpu_per_answer_s'], 1e3, 3)} | {non_200} |"
         )
-    for server, by_model in result["aims"].items():
-        for model, aims in by_model.items():
-            lines += ["", f"{server} against the reference, {model}:", ""]
-            lines += ["| aim | value | verdict |", "|---|---:|---|"]
-            for aim in aims:
-                value = aim["value"]
-                shown = f"{_num(value, 1e3)} ms" if aim["key"].endswith("_s") else f"{_num(value)}x"
-                lines.append(f"| {aim['aim']} | {shown} | {_verdict(aim['met'])} |")
-            ref = result["ratios"][server][model]["collapsed_over_original_c16_reference"]
-            lines.append(f"| (reference's own collapsed/original answers/s, c16) | {_num(ref)}x | |")
+    for server, by_model in result["ratios"].items():
+        for model, figures in by_model.items():
+            lines += ["", f"{server} against the reference, {model}:", "", "| ratio | value |", "|---|---:|"]
+            lines += [f"| {key} | {_shown(key, value)} |" for key, value in figures.items()]
+            aims = result["aims"][server][model]
+            if aims:
+                lines += ["", "| aim | value | verdict |", "|---|---:|---|"]
+                lines += [f"| {a['aim']} | {_shown(a['key'], a['value'])} | {_verdict(a['met'])} |" for a in aims]
     return lines
+
+
+def _shown(key: str, value: float | None) -> str:
+    return f"{_num(value, 1e3)} ms" if key.endswith("_s") else f"{_num(value)}x"
 
 
 def _memory_lines(memory: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
@@ -151,11 +149,3 @@ def memory_markdown(report: dict[str, Any]) -> str:
         f"{_num(aim['added_bytes'], 1 / _MIB, 0)} MiB, {_verdict(aim['met'])}"
     )
     return "\n".join(lines) + "\n"
-
-
-def write_json_and_markdown(directory: Path, name: str, report: dict[str, Any], markdown: str) -> Path:
-    """Write ``NAME.json`` (strict JSON: NaN as null) and ``NAME.md`` into ``directory``; the markdown's path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}.json").write_text(json.dumps(sanitize(report), indent=1, allow_nan=False) + "\n")
-    (directory / f"{name}.md").write_text(markdown)
-    return directory / f"{name}.md"

@@ -20,7 +20,7 @@ from typing import Any
 from loadtest.engines import Engine, LoadSpec
 from loadtest.measure import scrape, server_side
 from loadtest.proctree import tree_cpu_seconds, tree_memory
-from loadtest.scenarios.versus_aims import aims, medians, ratios
+from loadtest.scenarios.versus_aims import Aim, aims, medians, ratios
 from loadtest.stats import summarize
 from loadtest.targets import VARIANTS, predict_target
 
@@ -57,6 +57,7 @@ class Grid:
     warmup: float = 1.0  # seconds of unrecorded load before each measured run
     repeat: int = 2  # times the whole grid runs
     timeout: float = 30.0  # seconds per request
+    aims: tuple[Aim, ...] = ()  # bounds the ratios are checked against (none: the report gives the ratios only)
 
 
 def run_cell(
@@ -138,7 +139,7 @@ def run_versus(
         "cells": cells,
         "medians": [{"server": k[0], "model": k[1], "variant": k[2], "concurrency": k[3], **v} for k, v in med.items()],
         "ratios": figures,
-        "aims": {f: {m: aims(r) for m, r in by_model.items()} for f, by_model in figures.items()},
+        "aims": {f: {m: aims(r, grid.aims) for m, r in by_model.items()} for f, by_model in figures.items()},
         "memory": memory,
     }
 

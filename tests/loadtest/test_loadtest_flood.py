@@ -6,7 +6,7 @@ from starlette.datastructures import Headers
 
 from app.serving.bodies import split_images
 from app.serving.images import ImageLimits, probe_images
-from loadtest.flood import BOUNDARY, flood_body, parse_hey
+from loadtest.scenarios.flood import BOUNDARY, flood_body, parse_hey
 
 HEY = """
 Summary:

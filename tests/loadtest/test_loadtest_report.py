@@ -49,7 +49,7 @@ def test_markdown_shows_percentiles_statuses_and_failed_checks() -> None:
 
 def test_write_report_writes_strict_json_and_every_request(tmp_path: Path) -> None:
     m = _measurement()
-    write_report(tmp_path, _report(m), [m])
+    write_report(tmp_path, "report", _report(m), markdown, [m])
     report = json.loads((tmp_path / "report.json").read_text(), parse_constant=lambda c: 1 / 0)
     assert report["measurements"][0]["client"]["healthz"]["statuses"] == {"200": 4, "503": 1}
     lines = (tmp_path / "requests.csv").read_text().splitlines()

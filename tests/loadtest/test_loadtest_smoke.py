@@ -10,6 +10,7 @@ import torch
 from app.nets import ResNetConfig, build_resnet
 from app.store import InputSpec, save_checkpoint
 from loadtest.cli import main
+from tests.server import Server, free_port
 
 SERVER_ENV = {
     "FOLDSERVE_TORCH_THREADS": "1",
@@ -52,3 +53,21 @@ def test_loadtest_run_against_the_real_service(tiny_store: Path, tmp_path: Path)
     assert {"report.md", "latency.png", "timeline.png", "requests.csv"} <= {p.name for p in out.iterdir()}
     with pytest.raises(httpx.ConnectError):  # the server is gone
         httpx.get(report["base_url"] + "/healthz", timeout=2.0)
+
+
+def test_loadtest_grpc_against_the_real_service(tiny_store: Path, tmp_path: Path) -> None:
+    grpc_port = free_port()
+    env = {**SERVER_ENV, "FOLDSERVE_GRPC_PORT": str(grpc_port)}
+    with Server(tiny_store, tmp_path / "server.log", env) as server:
+        target = f"127.0.0.1:{grpc_port}"
+        assert main(["grpc", target, "tiny", "--concurrency", "2", "--duration", "1", "--out", str(tmp_path)]) == 0
+        labels = {"model": "tiny", "variant": "collapsed", "protocol": "v2-grpc", "status": "200"}
+        counted = server.value("foldserve_requests_total", **labels)
+    report = json.loads((tmp_path / "grpc.json").read_text())
+    result = report["result"]
+    assert result["answers"] > 10 and result["errors"] == {}
+    assert result["input"] == "FP32 zeros" and result["concurrency"] == 2
+    assert 0 < result["p50_s"] <= result["p99_s"] < 1
+    assert report["command"].startswith("python -m loadtest grpc 127.0.0.1:")
+    assert counted == result["answers"] + 1  # and the one call that warmed the channel
+    assert f"{result['answers']} answers" in (tmp_path / "grpc.md").read_text()

@@ -7,7 +7,7 @@ import pytest
 from loadtest.measure import server_side
 from loadtest.promtext import parse_metrics
 from loadtest.scenarios.memory import pss_added, second_worker_aim
-from loadtest.scenarios.versus_aims import aims, medians, ratios
+from loadtest.scenarios.versus_aims import RATIOS, Aim, aims, medians, ratios
 
 MIB = 2**20
 
@@ -63,6 +63,7 @@ def _grid(**changes: float) -> dict:
 
 def test_ratios_are_the_issues_figures() -> None:
     r = ratios(_grid(), "fs", "ref", "m")
+    assert tuple(r) == RATIOS
     assert r["answers_collapsed_c16_vs_reference"] == pytest.approx(0.85)
     assert r["p50_collapsed_c1_vs_reference"] == pytest.approx(1.3)
     assert r["p99_collapsed_c1_s"] == pytest.approx(0.0019)
@@ -72,16 +73,42 @@ def test_ratios_are_the_issues_figures() -> None:
     assert r["answers_original_c16_vs_reference"] == pytest.approx(1.5)
 
 
+ISSUE_9 = [
+    Aim.parse(text)
+    for text in (
+        "answers_collapsed_c16_vs_reference>=0.85",
+        "p50_collapsed_c1_vs_reference<=1.3",
+        "p99_collapsed_c1_s<0.002",
+        "collapsed_over_original_c16_foldserve>=3.5",
+        "answers_original_c16_vs_reference>=1.5",
+        "cpu_per_answer_collapsed_c16_vs_reference<=1.25",
+    )
+]
+
+
 def test_aims_hold_at_their_bounds_and_fail_past_them() -> None:
-    verdicts = {a["key"]: a["met"] for a in aims(ratios(_grid(), "fs", "ref", "m"))}
+    verdicts = {a["key"]: a["met"] for a in aims(ratios(_grid(), "fs", "ref", "m"), ISSUE_9)}
     assert verdicts == dict.fromkeys(verdicts, True) and len(verdicts) == 6
-    strict = {a["key"]: a["met"] for a in aims(ratios(_grid(fs_p99_c1=0.002), "fs", "ref", "m"))}
+    strict = {a["key"]: a["met"] for a in aims(ratios(_grid(fs_p99_c1=0.002), "fs", "ref", "m"), ISSUE_9)}
     assert strict["p99_collapsed_c1_s"] is False  # "p99 < 2 ms" is strict
-    worse = aims({"answers_collapsed_c16_vs_reference": 0.84, "cpu_per_answer_collapsed_c16_vs_reference": 1.26})
+    worse = aims(
+        {"answers_collapsed_c16_vs_reference": 0.84, "cpu_per_answer_collapsed_c16_vs_reference": 1.26}, ISSUE_9
+    )
     met = {a["key"]: a["met"] for a in worse}
     assert met["answers_collapsed_c16_vs_reference"] is False
     assert met["cpu_per_answer_collapsed_c16_vs_reference"] is False
     assert met["p50_collapsed_c1_vs_reference"] is None  # not measured: no verdict
+    assert aims(ratios(_grid(), "fs", "ref", "m"), ()) == []  # no aims given: none checked
+
+
+def test_an_aim_is_parsed_from_the_command_line_or_refused() -> None:
+    aim = Aim.parse("p99_collapsed_c1_s<=0.002")
+    assert (aim.key, aim.op, aim.bound, aim.text) == ("p99_collapsed_c1_s", "<=", 0.002, "p99_collapsed_c1_s <= 0.002")
+    assert Aim.parse("p99_collapsed_c1_s<0.002").op == "<"
+    with pytest.raises(ValueError, match="'p42' is not one of answers_collapsed_c16_vs_reference"):
+        Aim.parse("p42>=1")
+    with pytest.raises(ValueError, match="expected KEY>=BOUND"):
+        Aim.parse("p99_collapsed_c1_s=1")
 
 
 def test_ratios_are_none_where_a_cell_is_missing() -> None:

