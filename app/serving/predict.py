@@ -74,12 +74,9 @@ def _encode(inference: Inference, labels: list[str], top_k: int, started: float)
 
 def rank(logits: torch.Tensor, labels: list[str], k: int) -> list[dict[str, Any]]:
     """Each image's ``k`` most probable classes, best first, from its row of ``[N, K]`` logits."""
-    best, indices = top_k(probabilities(logits), k)
     ranked = []
-    for row_probabilities, row_indices in zip(best.tolist(), indices.tolist(), strict=True):
-        scores = [
-            {"label": labels[i], "index": i, "probability": p}
-            for i, p in zip(row_indices, row_probabilities, strict=True)
-        ]
+    for row in logits.tolist():
+        chances = probabilities(row)
+        scores = [{"label": labels[i], "index": i, "probability": chances[i]} for i in top_k(chances, k)]
         ranked.append({**scores[0], "top_k": scores})
     return ranked

@@ -73,7 +73,9 @@ def build_checked_outputs(
     if logits.dim() != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"logits must be [N, {len(labels)}] for {len(labels)} labels, got {list(logits.shape)}")
     values = {LOGITS: logits.detach().cpu().float()}
-    values[PROBABILITIES] = probabilities(values[LOGITS]).float()
+    if any(output.name == PROBABILITIES for output in wanted):
+        rows = [probabilities(row) for row in values[LOGITS].tolist()]
+        values[PROBABILITIES] = torch.tensor(rows, dtype=torch.float64).float()
     return tuple(
         classify(output.name, values[output.name], labels, output.classification)
         if output.classification
@@ -87,11 +89,8 @@ def classify(name: str, values: torch.Tensor, labels: Sequence[str], count: int)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     k = min(count, values.shape[1])
-    top, indices = top_k(values, k)
     strings = tuple(
-        f"{value:f}:{index}:{labels[index]}".encode()
-        for row_values, row_indices in zip(top.tolist(), indices.tolist(), strict=True)
-        for value, index in zip(row_values, row_indices, strict=True)
+        f"{row[index]:f}:{index}:{labels[index]}".encode() for row in values.tolist() for index in top_k(row, k)
     )
     return OutputTensor(name, "BYTES", (values.shape[0], k), strings)
 
