@@ -3,8 +3,8 @@
 ``/predict`` ranks each image's classes and the Open Inference Protocol answers ``probabilities`` and Triton's
 classification extension from the same two functions, so the doors agree to the last bit. They work on one row
 of Python floats (float64): for the few classes of a request this is several times cheaper than the same
-arithmetic in torch, whose per-operation dispatch cost 8% of /predict's answers per second on the collapsed
-linear model at concurrency 1 (``python -m loadtest versus``, docs/performance.md).
+arithmetic in torch, whose per-operation dispatch cost 6-8% of /predict's answers per second on the collapsed
+linear model at concurrency 1 (measured with ``python -m loadtest versus``, the two versions side by side).
 """
 
 from __future__ import annotations
