@@ -75,7 +75,7 @@ def build_checked_outputs(
     values = {LOGITS: logits.detach().cpu().float()}
     if any(output.name == PROBABILITIES for output in wanted):
         rows = [probabilities(row) for row in values[LOGITS].tolist()]
-        values[PROBABILITIES] = torch.tensor(rows, dtype=torch.float64).float()
+        values[PROBABILITIES] = torch.tensor(rows, dtype=torch.float32)  # float64 rounded once
     return tuple(
         classify(output.name, values[output.name], labels, output.classification)
         if output.classification
