@@ -9,7 +9,9 @@ its headers is never closed (its keep-alive timer starts only after a first answ
   connection opened or the request's first byte arrived;
 - answers malformed HTTP with 400 and the service's JSON error body instead of uvicorn's plain text.
 
-The limits come from :class:`app.config.Settings` through :func:`protocol_class`.
+The limits come from :class:`app.config.Settings` through :func:`protocol_class`. Where the HTTP protocol is
+not foldserve's (a Ray replica's server is Ray's uvicorn), :class:`HeaderLimits` applies the same header rule
+(:func:`header_excess`) to the parsed request before the app sees it, with the same answer.
 """
 
 from __future__ import annotations
@@ -19,12 +21,29 @@ from typing import Any
 
 import httptools
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import Settings
 from app.serving.errors import error_body
 
-__all__ = ["LimitedHttpToolsProtocol", "protocol_class"]
+__all__ = ["HeaderLimits", "LimitedHttpToolsProtocol", "header_excess", "protocol_class"]
+
+
+def header_excess(fields: int, size: int, max_headers: int, max_header_bytes: int) -> str | None:
+    """Why a request's headers are refused (431), or None: the one header rule of every HTTP server of foldserve.
+
+    Args:
+        fields: header fields counted so far.
+        size: bytes of the target URL and of every field's name and value so far.
+        max_headers: most header fields allowed.
+        max_header_bytes: most bytes allowed.
+    """
+    if fields > max_headers:
+        return f"more than {max_headers} header fields"
+    if size > max_header_bytes:
+        return f"the request line and headers are longer than {max_header_bytes} bytes"
+    return None
 
 
 class _HeadersTooLarge(Exception):
@@ -79,9 +98,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > self.max_headers:
-            self._too_large = f"more than {self.max_headers} header fields"
-            raise _HeadersTooLarge
         self._count(len(name) + len(value))
         super().on_header(name, value)
 
@@ -94,8 +110,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
-        if self._header_bytes > self.max_header_bytes:
-            self._too_large = f"the request line and headers are longer than {self.max_header_bytes} bytes"
+        self._too_large = header_excess(self._header_count, self._header_bytes, self.max_headers, self.max_header_bytes)
+        if self._too_large is not None:
             raise _HeadersTooLarge
 
     def _arm_header_timer(self) -> None:
@@ -139,3 +155,41 @@ def protocol_class(settings: Settings) -> type[LimitedHttpToolsProtocol]:
             "header_timeout_s": settings.header_timeout_s,
         },
     )
+
+
+class HeaderLimits:
+    """ASGI: :func:`header_excess` on the parsed request, for a server that runs another HTTP protocol.
+
+    A request over the limits gets the answer :class:`LimitedHttpToolsProtocol` gives it (431, the service's JSON
+    body, the connection closed) without reaching ``app``. What only a protocol can do, stop reading headers
+    that never end or that arrive too slowly, stays with the server in front.
+
+    Args:
+        app: the application.
+        settings: ``max_headers`` and ``max_header_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_headers, self.max_header_bytes = settings.max_headers, settings.max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            excess = header_excess(len(scope["headers"]), _header_size(scope), self.max_headers, self.max_header_bytes)
+            if excess is not None:
+                body = orjson.dumps(error_body("headers_too_large", excess))
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+                await send(
+                    {"type": "http.response.start", "status": 431, "headers": [*headers, (b"connection", b"close")]}
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _header_size(scope: Scope) -> int:
+    """What :class:`LimitedHttpToolsProtocol` counts: the target URL, and each field's name and value."""
+    target = len(scope.get("raw_path") or scope["path"].encode())
+    if scope.get("query_string"):
+        target += 1 + len(scope["query_string"])
+    return target + sum(len(name) + len(value) for name, value in scope["headers"])

