@@ -66,7 +66,7 @@ reproduce: install
 loadtest: install
 	$(PY) -m loadtest --help
 
-ray-test: install  ## opt-in: a real two-node Ray cluster on this machine, failover and autoscaling (about 5 minutes)
+ray-test: install  ## opt-in: a real two-node Ray cluster on this machine, both ingress modes, failover, autoscaling (~8 min)
 	VENV=$(VENV) bash scripts/ray-test.sh
 
 docker-test:  ## opt-in: builds the images and runs compose for real (minutes, gigabytes)

@@ -199,7 +199,7 @@ def test_the_rayservice_serves_the_application_of_the_serve_config() -> None:
 def test_every_ray_pod_starts_with_the_environment_of_ray_env() -> None:
     """HAProxy and direct ingress are Ray's settings, read where a node starts: deploy/ray/ray.env, in every pod."""
     lines = (line.strip() for line in (ROOT / "deploy" / "ray" / "ray.env").read_text().splitlines())
-    wanted = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    wanted = {k: v.strip('"') for k, v in (line.split("=", 1) for line in lines if line and not line.startswith("#"))}
     assert wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     spec = manifests()["rayservice.yaml"]["spec"]["rayClusterConfig"]
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]

@@ -111,15 +111,15 @@ def replica_settings(settings: Settings, cpus: float) -> Settings:
     Raises:
         ValueError: ``FOLDSERVE_WORKERS`` is not 1 (a replica scales with replicas, not forks); or the repository's
             load and unload are on (``FOLDSERVE_ADMIN_TOKEN``) without ``FOLDSERVE_MODEL_CONTROL=poll``: a call
-            through Ray's proxy would reach one replica, as a call reaches one of several workers, which the
+            through Ray's ingress would reach one replica, as a call reaches one of several workers, which the
             repository refuses for workers.
     """
     if settings.workers != 1:
         raise ValueError(f"FOLDSERVE_WORKERS must be 1 in a Ray replica (scale with replicas), got {settings.workers}")
     if settings.admin_token is not None and not admin_calls_reach_every_copy(settings, several=True):
         raise ValueError(
-            "FOLDSERVE_ADMIN_TOKEN is set with FOLDSERVE_MODEL_CONTROL=explicit: a load or unload through Ray's proxy "
-            "reaches one replica; set FOLDSERVE_MODEL_CONTROL=poll and change the model store instead"
+            "FOLDSERVE_ADMIN_TOKEN is set with FOLDSERVE_MODEL_CONTROL=explicit: a load or unload through Ray's "
+            "ingress reaches one replica; set FOLDSERVE_MODEL_CONTROL=poll and change the model store instead"
         )
     threads = thread_budget(settings, max(1, int(cpus)))
     return settings.model_copy(update={"torch_threads": threads.torch, "decode_threads": threads.decode})

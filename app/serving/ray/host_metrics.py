@@ -1,6 +1,7 @@
 """The foldserve metrics of every replica on one host, summed, on one fixed port of that host.
 
-A scrape through Ray's proxy reaches one random replica, so Prometheus could never see the cluster through it.
+A scrape through Ray's ingress (HAProxy or Ray's proxy) reaches one replica, so Prometheus could never see the
+cluster through it.
 Instead each replica keeps its values in prometheus_client's multiprocess files, in a folder shared by the
 replicas of its host (the mechanism ``FOLDSERVE_WORKERS`` uses for forked workers), and every replica listens
 on the same ``host:port`` with ``SO_REUSEPORT``: whichever of them the kernel hands a scrape to answers with

@@ -100,7 +100,7 @@ def _without_measurements(body: Any) -> Any:
 def ray_env() -> dict[str, str]:
     """deploy/ray/ray.env's variables."""
     lines = (line.strip() for line in RAY_ENV.read_text().splitlines())
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {k: v.strip('"') for k, v in (line.split("=", 1) for line in lines if line and not line.startswith("#"))}
 
 
 def ingress_env(ingress: str, temp_dir: str) -> dict[str, str]:
