@@ -47,6 +47,8 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         start = ordered[b - 1][0]
         count -= counts[b - 1]
         rank -= counts[b - 1]
+    if count == 0:  # q = 0 over an empty first bucket: Go's 0/0, NaN
+        return math.nan
     return start + (end - start) * (rank / count)
 
 
