@@ -1,4 +1,4 @@
-"""``GET /`` and ``GET /ui/``: the comparison page; ``GET /ui/{asset}``: its script and style sheet;
+"""``GET /`` and ``GET /ui/``: the comparison page; ``GET /ui/{asset}``: its script, style sheet and icon;
 ``GET /ui/stats``: what its charts plot.
 
 The page reads only what any client may read (``/models``, ``/ui/stats``) and classifies through ``POST
@@ -22,7 +22,12 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript", "style.css": "text/css"}
+ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",  # named by the page, so that browsers do not ask for /favicon.ico
+}
 """Every file of the page (in ``app/serving/ui/static/``) and its media type."""
 
 _HEADERS = {
@@ -61,7 +66,7 @@ async def stats(request: Request) -> LiveStatsBody:
 
 @router.get("/ui/{asset}", include_in_schema=False)
 async def asset(asset: str) -> Response:
-    """The page's script or style sheet."""
+    """The page's script, style sheet or icon."""
     if asset not in ASSETS:
         raise HTTPException(404)  # answered as any unknown path: 404 not_found
     return _file(asset)
