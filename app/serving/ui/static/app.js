@@ -255,10 +255,15 @@ function drawCharts() {
 }
 
 function plot(chart, stats, lines, tick) {
-  const W = 600, H = 220, left = 48, right = 8, top = 8, bottom = 24;
+  // one unit a CSS pixel, so that the ticks keep their size on a phone
+  const W = Math.max(280, Math.round(chart.clientWidth || 600)), H = 220, left = 48, right = 12, top = 8, bottom = 24;
+  chart.setAttribute("viewBox", "0 0 " + W + " " + H);
   const all = lines.flatMap((l) => l.values.filter((v) => v !== null));
   const high = niceCeiling(Math.max(0, ...all));
-  const x = (t) => left + (W - left - right) * (1 - (stats.time - t) / stats.window_s);
+  // the span shown grows with the data, from one minute to the whole window
+  const first = Math.min(stats.time, ...lines.flatMap((l) => l.time.slice(0, 1)));
+  const span = Math.min(stats.window_s, Math.max(60, Math.ceil((stats.time - first) / 60) * 60));
+  const x = (t) => left + (W - left - right) * (1 - (stats.time - t) / span);
   const y = (v) => top + (H - top - bottom) * (1 - v / high);
   const nodes = [];
   for (let i = 0; i <= 4; i++) {
@@ -268,15 +273,17 @@ function plot(chart, stats, lines, tick) {
     label.textContent = tick(v);
     nodes.push(label);
   }
-  for (const seconds of [300, 240, 180, 120, 60, 0]) {
-    const label = svg("text", { x: x(stats.time - seconds), y: H - 6, class: "tick", "text-anchor": "middle" });
-    label.textContent = seconds ? "−" + seconds / 60 + " min" : "now";
+  const every = span <= 60 ? 15 : 60;
+  for (let ago = span; ago >= 0; ago -= every) {
+    const anchor = ago === 0 ? "end" : ago === span ? "start" : "middle";
+    const label = svg("text", { x: x(stats.time - ago), y: H - 6, class: "tick", "text-anchor": anchor });
+    label.textContent = ago === 0 ? "now" : "−" + (ago % 60 ? ago + " s" : ago / 60 + " min");
     nodes.push(label);
   }
   for (const line of lines) {
     let d = "", pen = "M", points = 0;
     line.values.forEach((v, i) => {
-      if (v === null) { pen = "M"; return; }
+      if (v === null || stats.time - line.time[i] > span) { pen = "M"; return; }
       d += pen + x(line.time[i]).toFixed(1) + " " + y(v).toFixed(1) + " ";
       pen = "L";
       points += 1;
@@ -308,5 +315,6 @@ function legend(list, lines, format) {
 // ---- start --------------------------------------------------------------------------------------------------
 
 setupInputs();
+window.addEventListener("resize", () => state.stats && drawCharts());
 loadModels().catch((error) => { $("models-status").textContent = "Could not read /models: " + error; });
 poll();
