@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         le=65535,
         description="port of the Open Inference Protocol's gRPC service, on the same host as HTTP; 0: no gRPC",
     )
+    ui: bool = Field(
+        default=True,
+        description="serve the comparison page at / and /ui/ (read-only: it classifies through /predict) and its "
+        "live latency at /ui/stats",
+    )
     strict_readiness: bool = Field(
         default=False,
         description="keep /readyz and /v2/health/ready unready while any model has failed to load, not only while "

@@ -40,6 +40,8 @@ from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
 from app.serving.resources import thread_budget
 from app.serving.routes import router
+from app.serving.ui import LiveStats
+from app.serving.ui import router as ui_router
 from app.serving.v2.grpc_server import start_grpc_server
 from app.serving.v2.rest_infer import INFER_PATHS
 from app.serving.v2.rest_infer import infer as v2_infer
@@ -150,8 +152,11 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     app.state.models = models
     app.state.model_control = control
     app.state.v2 = v2
+    app.state.live_stats = LiveStats(metrics)
     install_error_handlers(app)
     app.include_router(router)
+    if settings.ui:
+        app.include_router(ui_router)
     app.include_router(v2_router)
     app.include_router(repository_router)
     app.add_hot_route("/predict", partial(predict, plane))

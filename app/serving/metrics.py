@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import RUNTIME_NAMES
@@ -237,11 +238,18 @@ class ServingMetrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text of every series: of all the workers together in multiprocess mode."""
+        return generate_latest(self._scraped())
+
+    def families(self) -> list[Metric]:
+        """Every metric family with its samples, as one scrape of :meth:`exposition` reads them."""
+        return list(self._scraped().collect())
+
+    def _scraped(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry)
+            return self.registry
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=str(self.multiprocess_dir))
-        return generate_latest(merged)
+        return merged
 
     def read_memory(self) -> None:
         """Set this process's share of :attr:`memory` from ``/proc/self/smaps_rollup`` (Linux; else nothing)."""
