@@ -1,4 +1,4 @@
-"""``python -m app.training train|evaluate|reproduce``: the training commands without the rest of the CLI.
+"""``python -m app.training train|anneal|evaluate|reproduce``: the training commands without the rest of the CLI.
 
 The same commands as ``python -m app``; this entry point needs only torch and the training dependencies
 (no web stack), which is handy on a bare GPU machine.
