@@ -110,8 +110,12 @@ def anneal(
 
 def _check_all_zero(model: ResNet) -> None:
     weights = skip_weights(model)
-    if not weights or any(w != 0.0 for w in weights):
-        raise RuntimeError(f"refusing to write: skip weights are {weights}, not all exactly 0")
+    left = sorted({f"{w:.3g}" for w in weights if w != 0.0})
+    if not weights or left:
+        raise RuntimeError(
+            f"refusing to write: {sum(w != 0.0 for w in weights)} of {len(weights)} skip weights are not exactly 0 "
+            f"({', '.join(left) or 'the model has no skips'})"
+        )
 
 
 def _samples(data: LabelledImages) -> dict[str, torch.Tensor]:

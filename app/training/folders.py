@@ -164,7 +164,7 @@ def _mnist_sample(spec: InputSpec, labels: Sequence[str], val_fraction: float | 
 
 def _png(pixels: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels.numpy())  # uint8 [H, W]: mode "L".save(buffer, format="PNG")
+    Image.fromarray(pixels.numpy()).save(buffer, format="PNG")  # uint8 [H, W]: mode "L"
     return buffer.getvalue()
 
 
