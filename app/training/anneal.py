@@ -135,7 +135,7 @@ def training_info(annealed: Annealed, data: LabelledImages, command: str) -> Tra
     recipe = {k: getattr(config, k) for k in ("batch_size", "optimizer", "lr", "weight_decay", "augment", "amp")}
     extra = {
         "annealed_from": {"name": source.name, "version": source.version, "sha256": source.weights.sha256},
-        "data": data.record,
+        **data.record,
         "train_size": len(data.train_labels),
         "val_size": len(data.test_labels),
         "accuracy_before": annealed.accuracy_before,

@@ -47,7 +47,9 @@ class LabelledImages:
     test_labels: torch.Tensor
     dataset: str  # what the images are, for the manifest
     split: str  # how they were split, for the manifest
-    record: dict[str, Any] = field(default_factory=dict)  # what rebuilds the split: path or name, fraction, seed
+    # what rebuilds the split, for the manifest's training.extra: "image_folder" (path, fraction, seed), or for
+    # mnist-sample "data", the DataSpec that ``python -m app evaluate`` reads back
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def load_labelled_images(
@@ -78,7 +80,7 @@ def load_labelled_images(
         test_labels=torch.tensor([y for _, y in val], dtype=torch.int64),
         dataset=f"image folder {root} ({len(labels)} classes, {len(train) + len(val)} images)",
         split=f"{how}: {len(train)} train / {len(val)} validation",
-        record={"data": str(data), "val_fraction": val_fraction, "seed": seed},
+        record={"image_folder": {"path": str(root), "val_fraction": val_fraction, "seed": seed}},
     )
 
 
@@ -158,7 +160,7 @@ def _mnist_sample(spec: InputSpec, labels: Sequence[str], val_fraction: float | 
         test_labels=digits_data.test_labels,
         dataset=digits_data.dataset,
         split=digits_data.split,
-        record={"data": MNIST_SAMPLE, "data_spec": data_spec.to_dict()},
+        record={"data": data_spec.to_dict()},
     )
 
 

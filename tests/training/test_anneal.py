@@ -70,7 +70,7 @@ def test_every_skip_weight_ends_at_exactly_zero(annealed: Path) -> None:
 
 @pytest.mark.slow  # shares the module's fine-tuning run (about 7 s)
 def test_manifest_records_source_data_schedule_and_accuracy(
-    annealed: Path, store: Path, images: LabelledImages
+    annealed: Path, store: Path, shapes: Path, images: LabelledImages
 ) -> None:
     training = read_manifest(annealed).training
     assert training is not None
@@ -83,7 +83,8 @@ def test_manifest_records_source_data_schedule_and_accuracy(
     assert training.test_accuracy == extra["accuracy_after"] == after
     assert after >= 0.8, f"annealed validation accuracy {after}"  # three classes: chance is 1/3
     assert training.skip_schedule == {"kind": "linear", "t0": 0.5, "unit": "fraction", "t0_epochs": 2.5}
-    assert (training.epochs, extra["seed"], extra["data"]["seed"]) == (5, 0, 0)
+    assert extra["image_folder"] == {"path": str(shapes), "val_fraction": None, "seed": 0}
+    assert (training.epochs, extra["seed"]) == (5, 0)
     assert (extra["train_size"], extra["val_size"]) == (180, 60)
     assert extra["distill"] == {"weight": 1.0, "temperature": 2.0}
     assert training.command.startswith(f"python -m app anneal {store / 'shapes'} --data ")
