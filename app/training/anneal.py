@@ -24,8 +24,9 @@ from safetensors.torch import save_file
 from app.nets import ResNet, skip_weights
 from app.simplify import simplify
 from app.store import Manifest, TrainingInfo, load_checkpoint, save_checkpoint
+from app.training.distill import Distillation
 from app.training.folders import LabelledImages
-from app.training.loop import Distillation, TrainConfig, TrainResult, accuracy, train
+from app.training.loop import TrainConfig, TrainResult, accuracy, train
 from app.training.record import HISTORY_FILE, SAMPLES_FILE, load_samples
 
 __all__ = ["Annealed", "anneal", "check_source", "training_info", "with_annealed_skips", "write_annealed"]

@@ -23,10 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from app.nets import ResNet, ResNetConfig, build_resnet, set_skip_weight
+from app.training.distill import Distillation
 from app.training.schedules import SkipSchedule
 
 __all__ = [
-    "Distillation",
     "LabelledSplit",
     "TrainConfig",
     "TrainResult",
@@ -48,29 +48,6 @@ class LabelledSplit(Protocol):
     def test_images(self) -> torch.Tensor: ...
     @property
     def test_labels(self) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """A frozen teacher whose logits the student also learns from (Hinton et al., 2015)."""
-
-    teacher: nn.Module  # in eval mode; never updated
-    weight: float = 1.0  # of the distillation term, beside a cross-entropy of weight 1 on the labels
-    temperature: float = 2.0  # both softmaxes are taken at this temperature; the term is scaled by its square
-
-    def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError(f"distillation weight must be >= 0, got {self.weight}")
-        if self.temperature <= 0:
-            raise ValueError(f"distillation temperature must be > 0, got {self.temperature}")
-
-    def loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``weight * T^2 * KL(teacher || student)`` at temperature ``T``, averaged over the batch."""
-        with torch.no_grad():
-            target = F.log_softmax(self.teacher(x).float() / self.temperature, dim=1)
-        student = F.log_softmax(logits / self.temperature, dim=1)
-        kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
-        return self.weight * self.temperature**2 * kl
 
 
 @dataclass(frozen=True)
