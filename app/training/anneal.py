@@ -212,7 +212,15 @@ def _check_strips(directory: Path) -> dict[str, Any]:
 
 
 def _replace(staged: Path, out: Path, scratch: Path) -> None:
-    """Rename ``staged`` to ``out``; an existing ``out`` is moved into ``scratch`` first (and removed with it)."""
-    if out.exists():
-        os.rename(out, scratch / "replaced")
-    os.rename(staged, out)
+    """Rename ``staged`` to ``out``; an existing ``out`` is moved into ``scratch`` first (and removed with it), or
+    put back if the rename fails."""
+    if not out.exists():
+        os.rename(staged, out)
+        return
+    replaced = scratch / "replaced"
+    os.rename(out, replaced)
+    try:
+        os.rename(staged, out)
+    except OSError:
+        os.rename(replaced, out)
+        raise
