@@ -1,4 +1,4 @@
-"""``python -m app``: serve | train | evaluate | reproduce | import | simplify | bench | runtimes | settings.
+"""``python -m app``: serve | train | anneal | evaluate | reproduce | import | simplify | bench | runtimes | settings.
 
 Each command lives with its package (``app/<package>/cli.py`` registers it); user errors end as one line
 on stderr and exit code 2, never a traceback.

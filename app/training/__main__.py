@@ -1,7 +1,8 @@
-"""``python -m app.training train|evaluate|reproduce``: the training commands without the rest of the CLI.
+"""``python -m app.training train|anneal|evaluate|reproduce``: the training commands without the rest of the CLI.
 
 The same commands as ``python -m app``; this entry point needs only torch and the training dependencies
-(no web stack), which is handy on a bare GPU machine.
+(no web stack), which is handy on a bare GPU machine. ``anneal`` is the exception: it decodes images with the
+server's own decoder, so that a model is fine-tuned on exactly the tensors it is served.
 """
 
 import argparse
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,4 @@
-"""``python -m app train | evaluate | reproduce``: the training package's commands.
+"""``python -m app train | anneal | evaluate | reproduce``: the training package's commands.
 
 ``train`` starts from a preset (``--preset``) and lets any flag override it; the manifest of the model
 it writes records the full command, every value spelled out, so the run can be repeated even if the
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from app.training.anneal_cli import add_anneal_parser
 from app.training.data import DataSpec, load_digits
 from app.training.loop import TrainConfig, train
 from app.training.presets import PRESETS, get_preset
@@ -162,8 +163,9 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train``, ``evaluate`` and ``reproduce``."""
+    """Register ``train``, ``anneal``, ``evaluate`` and ``reproduce``."""
     _add_train_parser(subparsers)
+    add_anneal_parser(subparsers)
     p = subparsers.add_parser("evaluate", help="test accuracy of a checkpoint and of its simplified network")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="checkpoint folder (manifest.json + weights)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")

@@ -2,18 +2,20 @@
 
 For a network with annealed skips the skip weight is set from the :class:`SkipSchedule` before every
 optimisation step, and set to its end-of-run value (exactly 0) once training is over, so the saved
-network's skips can be stripped.
+network's skips can be stripped. The same loop fine-tunes (``python -m app anneal``): it can start from a
+given network instead of random weights and add a distillation term on a frozen teacher's logits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +23,31 @@ from torch import nn
 from tqdm import tqdm
 
 from app.nets import ResNet, ResNetConfig, build_resnet, set_skip_weight
-from app.training.data import Digits
+from app.training.distill import Distillation
 from app.training.schedules import SkipSchedule
 
-__all__ = ["TrainConfig", "TrainResult", "accuracy", "resolve_device", "train"]
+__all__ = [
+    "LabelledSplit",
+    "TrainConfig",
+    "TrainResult",
+    "accuracy",
+    "augment",
+    "resolve_device",
+    "train",
+]
+
+
+class LabelledSplit(Protocol):
+    """What the loop trains and tests on: normalised images ``[N, C, H, W]`` and int64 labels ``[N]``."""
+
+    @property
+    def train_images(self) -> torch.Tensor: ...
+    @property
+    def train_labels(self) -> torch.Tensor: ...
+    @property
+    def test_images(self) -> torch.Tensor: ...
+    @property
+    def test_labels(self) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -85,8 +108,9 @@ def _seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random small rotations and shifts, one per image, by a single batched resampling."""
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random small rotations (up to 10 degrees) and shifts (up to 1/14 of a side: 2 px of a 28 px digit), one
+    per image, by a single batched resampling. No flips: a mirrored digit is not a digit."""
     n = images.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 / 14)  # 2 px in [-1, 1] coordinates
@@ -150,11 +174,19 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
 
 
 def train(
-    config: TrainConfig, data: Digits, *, device: str = "auto", progress: bool = True, verbose: bool = True
+    config: TrainConfig,
+    data: LabelledSplit,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    verbose: bool = True,
+    init: ResNet | None = None,
+    distill: Distillation | None = None,
 ) -> TrainResult:
-    """Train a network from scratch on ``data`` as ``config`` says.
+    """Train a network on ``data`` as ``config`` says: from scratch, or from ``init``.
 
-    ``progress`` shows a progress bar per epoch; ``verbose`` prints one summary line per epoch.
+    ``progress`` shows a progress bar per epoch; ``verbose`` prints one summary line per epoch. ``init`` (its
+    architecture must be ``config.architecture``) is copied, never modified; ``distill`` adds its term to the loss.
 
     Returns:
         The trained network in eval mode on the CPU, with its skip weights at their final value (0 for
@@ -163,12 +195,15 @@ def train(
     dev = resolve_device(device)
     _seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_resnet(config.architecture).to(dev)
+    model = _initial_model(config.architecture, init).to(dev)
+    if distill is not None:
+        distill = Distillation(copy.deepcopy(distill.teacher).to(dev).eval(), distill.weight, distill.temperature)
     optimizer = _optimizer(config, model)
     train_x, train_y = data.train_images.to(dev), data.train_labels.to(dev)
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
+    test_acc = float("nan")
     for epoch in range(config.epochs):
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -184,17 +219,19 @@ def train(
             index = index.to(dev)
             x, y = train_x[index], train_y[index]
             if config.augment:
-                x = _augment(x, generator)
+                x = augment(x, generator)
             with _autocast(dev, config.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
+                if distill is not None:
+                    loss = loss + distill.loss(logits.float(), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", skip=f"{weight:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", skip=f"{weight:.3f}", test=f"{test_acc:.4f}")
             bar.update()
         bar.close()
         if config.schedule is not None:
@@ -223,6 +260,14 @@ def train(
     model = model.to("cpu").eval()
     _, test_acc, _ = accuracy(model, data.test_images, data.test_labels)  # float32 on the CPU, as served
     return TrainResult(model=model, history=history, test_accuracy=test_acc, seconds=seconds, device=_describe(dev))
+
+
+def _initial_model(architecture: ResNetConfig, init: ResNet | None) -> ResNet:
+    if init is None:
+        return build_resnet(architecture)
+    if init.config != architecture:
+        raise ValueError(f"the starting network is {init.config}, the recipe asks for {architecture}")
+    return copy.deepcopy(init).train()
 
 
 def _describe(device: torch.device) -> str:

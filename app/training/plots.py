@@ -1,4 +1,4 @@
-"""The reproduction report's figures: training curves, latency against batch size, and the t0 sweep."""
+"""The reports' figures: training curves, latency against batch size, the t0 sweep, and an annealing fine-tune."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-__all__ = ["plot_latency", "plot_sweep", "plot_training"]
+__all__ = ["plot_anneal", "plot_latency", "plot_sweep", "plot_training"]
 
 
 def plot_training(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
@@ -73,6 +73,29 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("t0 (fraction of the run at which skips reach 0; 0 = plain CNN)")
     ax.set_ylabel("final test accuracy")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_anneal(rows: list[dict[str, float]], before: float, path: Path, title: str) -> None:
+    """Validation accuracy and skip weight over an annealing fine-tune, the source's accuracy as a line.
+
+    ``rows`` are the loop's per-epoch rows; epoch 0 is the source, at skip weight 1 and accuracy ``before``.
+    """
+    epochs = [0.0] + [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [before] + [r["test_accuracy"] for r in rows], marker="o", color="tab:green", label="annealed")
+    ax.axhline(before, color="gray", linestyle="--", label="source (standard skips)")
+    ax.set_xlabel("epoch of fine-tuning")
+    ax.set_ylabel("validation accuracy")
+    right = ax.twinx()
+    right.plot(epochs, [1.0] + [r["skip_weight"] for r in rows], marker=".", color="tab:red", label="skip weight")
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("skip weight (end of epoch)")
+    lines, more = ax.get_legend_handles_labels(), right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
