@@ -11,7 +11,7 @@ CONFIG_PROTO := app/serving/v2/triton_model_config.proto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format test-fast test-gpu bench reproduce loadtest docker-test ray-test clean protos perf-analyzer
+.PHONY: install serve test lint format test-fast test-gpu screenshots bench reproduce loadtest docker-test ray-test clean protos perf-analyzer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ test: lint  ## install, lint, then run the whole test suite
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
+
+screenshots: install  ## the comparison page's pictures in docs/img and its first paint, from a real browser
+	FOLDSERVE_SCREENSHOTS=docs/img $(VENV)/bin/pytest -m screenshots -s tests/serving/test_ui_browser.py
 
 test-gpu: install
 	$(VENV)/bin/pytest -m gpu
