@@ -146,7 +146,7 @@ class LiveApp:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), self.loop)
         return future.result(timeout + 5)
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def post(self, path: str, body: bytes, headers: dict[str, bytes]) -> httpx.Response:
         """One POST, answered within :data:`CALL_TIMEOUT_S` or a ``TimeoutError``."""
         return self._run(self.client.post(path, content=body, headers=headers))  # type: ignore[no-any-return]
 

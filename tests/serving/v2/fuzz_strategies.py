@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 import os
 import struct
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from tests.serving.conftest import SIZE, digit_png
@@ -57,6 +59,17 @@ MODEL = "linear"
 MAX_IMAGES = 4
 IMAGE_SHAPE = (1, SIZE, SIZE)
 PNGS = [digit_png(seed, size) for seed, size in ((0, 20), (1, 12), (2, 33), (3, 8))]
+
+
+def _jpeg(seed: int, size: int, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+IMAGES = [*PNGS, _jpeg(4, 16), _jpeg(5, 24, progressive=True)]
+"""Whole images: every one decodes (to the model's input size, whatever its own)."""
 
 NUMERIC = ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
 DATATYPES = (*NUMERIC, "BYTES", "BOOL")
@@ -181,7 +194,7 @@ def _encoded_images(draw: st.DrawFn) -> Tensor:
     """The model's ``image``: BYTES [N] or [N, 1] of encoded images (some of them junk)."""
     rows = draw(st.integers(1, MAX_IMAGES))
     junk = st.binary(max_size=40) | st.sampled_from([b"\x89PNG\r\n\x1a\n", PNGS[0][:50], b"\xff\xd8\xff"])
-    elements = [draw(st.sampled_from(PNGS) if draw(st.integers(0, 5)) else junk) for _ in range(rows)]
+    elements = [draw(st.sampled_from(IMAGES) if draw(st.integers(0, 5)) else junk) for _ in range(rows)]
     shape = [rows] if draw(st.booleans()) else [rows, 1]
     return Tensor("image", "BYTES", shape, elements, binary=draw(st.integers(0, 4)) > 0)
 
@@ -292,7 +305,7 @@ def _is_valid_tensor(tensor: Tensor, model_inputs: bool, *, grpc: bool = False) 
     if model_inputs and tensor.name == "input":
         return tensor.shape[0] <= MAX_IMAGES
     if model_inputs and tensor.name == "image":  # REST's JSON strings are text: there an image goes as binary
-        return (tensor.binary or grpc) and all(element in PNGS for element in tensor.values)
+        return (tensor.binary or grpc) and all(element in IMAGES for element in tensor.values)
     return True
 
 
@@ -385,7 +398,31 @@ def _count_of_elements(draw: st.DrawFn, case: Case) -> None:
     case.mutated("BYTES element count", breaks=True)
 
 
-_TENSOR_MUTATIONS = [_change_shape, _change_datatype, _poison_value, _lie_in_prefix, _count_of_elements]
+def _damage_element(draw: st.DrawFn, case: Case) -> None:
+    """One element of a BYTES tensor (an encoded image, mostly) with a byte changed, or cut short."""
+    tensor = draw(st.sampled_from(case.tensors))
+    if not isinstance(tensor.values, list) or not any(tensor.values):
+        return
+    index = draw(st.sampled_from([i for i, v in enumerate(tensor.values) if v]))
+    element = bytearray(tensor.values[index])
+    if draw(st.booleans()):
+        element[draw(st.integers(0, len(element) - 1))] ^= draw(st.integers(1, 255))
+    else:
+        del element[draw(st.integers(0, len(element) - 1)) :]
+    tensor.values = [*tensor.values[:index], bytes(element), *tensor.values[index + 1 :]]
+    tensor.prefixes = None
+    case.mutated(f"BYTES element {index} damaged")
+
+
+_TENSOR_MUTATIONS = [
+    _change_shape,
+    _change_datatype,
+    _poison_value,
+    _lie_in_prefix,
+    _count_of_elements,
+    _damage_element,
+    _damage_element,
+]
 
 
 # Mutations of the JSON document.
@@ -394,7 +431,8 @@ _TENSOR_MUTATIONS = [_change_shape, _change_datatype, _poison_value, _lie_in_pre
 def _odd_field(draw: st.DrawFn, case: RestCase, document: dict[str, Any]) -> None:
     """A field of the document, an input or an output set to an odd value, or deleted."""
     targets: list[dict[str, Any]] = [document, *_inputs(document)]
-    targets += [o for o in document.get("outputs", []) if isinstance(o, dict)]
+    outputs = document.get("outputs")
+    targets += [o for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
     target = draw(st.sampled_from(targets))
     keys = (
         ["inputs", "outputs", "parameters", "id"]
@@ -468,15 +506,22 @@ def _header_length(draw: st.DrawFn, case: RestCase, json_length: int) -> None:
             ]
         )
     )
-    neutral = value is not None and value.strip().isascii() and value.strip().isdigit()
-    neutral = neutral and int(value) == json_length and case.header_length is not None
-    if neutral or value == case.header_length:
+    if value == case.header_length:
+        return
+    if _says(value, json_length) and case.header_length is not None:  # the same length written otherwise
+        if not _says(case.header_length, json_length):
+            case.mutated(f"header length {value!r} again")  # undoes an earlier mutation: nothing is known
         case.header_length = value
         return
     breaks = value is not None and not (value.isascii() and value.strip().isdigit() and int(value) <= length)
     breaks = breaks or value == "0" or (value is None and case.header_length is not None)
     case.header_length = value
     case.mutated(f"header length {value!r}", breaks=breaks)
+
+
+def _says(value: str | None, length: int) -> bool:
+    """Whether a header value is ``length`` as the service reads it (surrounding spaces, leading zeros)."""
+    return value is not None and value.strip().isascii() and value.strip().isdigit() and int(value) == length
 
 
 def _truncate(draw: st.DrawFn, case: RestCase, json_length: int) -> None:

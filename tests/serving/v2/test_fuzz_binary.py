@@ -85,9 +85,9 @@ def test_bytes_tensors_parser_refuses_or_decodes_as_sent(case: RestCase) -> None
 def served_outcome(served: tuple[LiveApp, Reference, ErrorLog], case: RestCase, path: str) -> None:
     app, reference, errors = served
     note(f"mutations: {case.mutations}; header length {case.header_length!r}; body {case.body[:300]!r}")
-    headers = {"content-type": "application/octet-stream"}
-    if case.header_length is not None:
-        headers["inference-header-content-length"] = case.header_length
+    headers = {"content-type": b"application/octet-stream"}
+    if case.header_length is not None:  # as bytes: a client may send any, the server reads them as latin-1
+        headers["inference-header-content-length"] = case.header_length.encode()
     response = app.post(path, case.body, headers)
     event(f"status {response.status_code}{' (valid)' if case.valid else ''}")
     assert errors.take() == []
