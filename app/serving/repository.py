@@ -96,9 +96,14 @@ class ModelControl:
             self.models.unload(entry)
             return entry
 
-    async def follow_store(self) -> None:
-        """Every ``model_poll_s`` seconds: load new and changed folders, unload the ones removed."""
+    def remember_store(self) -> None:
+        """Note what every model folder holds now, before the first loads read them: :meth:`follow_store` loads
+        whatever changes after this, a change made while the first loads ran included."""
         self._seen = {p.name: _fingerprint(p) for p in self._folders()}
+
+    async def follow_store(self) -> None:
+        """Every ``model_poll_s`` seconds: load new and changed folders, unload the ones removed (call
+        :meth:`remember_store` first)."""
         while True:
             await asyncio.sleep(self.settings.model_poll_s)
             await self._poll_once()
