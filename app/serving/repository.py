@@ -103,13 +103,21 @@ class ModelControl:
 
     async def follow_store(self) -> None:
         """Every ``model_poll_s`` seconds: load new and changed folders, unload the ones removed (call
-        :meth:`remember_store` first)."""
+        :meth:`remember_store` first). A poll that fails is logged, and the next one runs as usual."""
         while True:
             await asyncio.sleep(self.settings.model_poll_s)
-            await self._poll_once()
+            try:
+                await self._poll_once()
+            except Exception:  # a bug: logged with its traceback, and the store is still followed
+                logger.exception("model store: a poll failed; polling goes on")
 
     async def _poll_once(self) -> None:
-        folders = {p.name: p for p in self._folders()}
+        try:
+            folders = {p.name: p for p in self._folders()}
+        except OSError as exc:  # unmounted, renamed, no permission: nothing was removed, nothing is unloaded
+            store = self.settings.model_store
+            logger.warning("model store %s cannot be read (%s); the models loaded keep serving", store, exc)
+            return
         for name, path in folders.items():
             fingerprint = _fingerprint(path)
             if self._seen.get(name) != fingerprint:

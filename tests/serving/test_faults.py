@@ -109,6 +109,20 @@ async def _is(value: Any, expected: str) -> bool:
     return (await value) == expected
 
 
+async def test_a_store_that_vanishes_for_a_while_is_followed_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    version(store, "1", seed=3)
+    async with polling(store) as client:
+        store.rename(tmp_path / "away")  # an unmounted volume, a symlink swapped badly
+        await eventually_async(logged(caplog, "cannot be read"), "the log saying the store cannot be read", 30)
+        assert await served_version(client) == "1"
+        (tmp_path / "away").rename(store)
+        version(store, "2", seed=5)
+        await eventually_async(lambda: _is(served_version(client), "2"), "version 2 serving", 30)
+
+
 async def test_a_change_made_while_the_first_load_runs_is_loaded_at_the_next_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
