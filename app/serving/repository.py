@@ -11,7 +11,8 @@ Load and unload change what the server runs: they need ``Authorization: Bearer <
 (compared in constant time); with no token set they are off and answer 403. The index is read-only and
 open, like ``/models``. With several workers (``FOLDSERVE_WORKERS``) a call reaches one worker only, so the
 calls are refused (409): ``FOLDSERVE_MODEL_CONTROL=poll`` makes every worker follow the store instead,
-loading new and changed folders and unloading removed ones every ``FOLDSERVE_MODEL_POLL_S`` seconds.
+loading new and changed folders and unloading removed ones every ``FOLDSERVE_MODEL_POLL_S`` seconds. A folder that
+does not load, or that is still there without its manifest (half replaced), leaves the version served serving.
 """
 
 from __future__ import annotations
@@ -128,10 +129,25 @@ class ModelControl:
                 except ServingError as exc:
                     logger.error("model store: %s", exc.message)
         for name, entry in list(self.models.entries.items()):
-            if name not in folders and entry.status != "unloaded":
-                logger.info("model store: %s was removed, unloading it", name)
-                self._seen.pop(name, None)
-                await self.unload(name)
+            if name in folders or entry.status == "unloaded":
+                continue
+            if (self.settings.model_store / name).is_dir():  # still there, without its manifest: half replaced
+                self._keep_without_manifest(name)
+                continue
+            logger.info("model store: %s was removed, unloading it", name)
+            self._seen.pop(name, None)
+            await self.unload(name)
+
+    def _keep_without_manifest(self, name: str) -> None:
+        """A served model's folder lost its manifest: keep the version served, and say so once per change."""
+        fingerprint = _fingerprint(self.settings.model_store / name)
+        if self._seen.get(name) != fingerprint:
+            self._seen[name] = fingerprint
+            logger.warning(
+                "model store: %s has no %s; the version served stays until the folder is whole again or removed",
+                name,
+                MANIFEST_FILE,
+            )
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

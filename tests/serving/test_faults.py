@@ -84,6 +84,7 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "weights half written": (half_written_weights, "loading m again failed; the version served stays"),
     "manifest half written": (half_written_manifest, "loading m again failed; the version served stays"),
     "weights removed": (weights_removed, "loading m again failed; the version served stays"),
+    "manifest removed": (lambda folder: (folder / "manifest.json").unlink(), "m has no manifest.json"),
 }
 
 
