@@ -11,8 +11,11 @@ and unloads a removed one (::test_polling_follows_the_store), SIGTERM drains slo
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +28,7 @@ from asgi_lifespan import LifespanManager
 import app.serving.registry as registry_module
 from app.serving import create_app
 from app.store import InputSpec, save_checkpoint
-from tests.server import eventually_async
+from tests.server import Server, eventually, eventually_async
 from tests.serving.conftest import LABELS, MEAN, SIZE, STD, build_model, digit_png, fast_settings
 
 PNG = {"content-type": "image/png"}
@@ -152,3 +155,57 @@ async def test_a_change_made_while_the_first_load_runs_is_loaded_at_the_next_pol
                 await eventually_async(lambda: _is(served_version(client), "2"), "version 2 serving", 30)
     finally:
         release.set()
+
+
+GATE = '''
+import os, pathlib, time
+import app.serving.registry as registry
+
+_real, _gate = registry.load_model, pathlib.Path(os.environ["TEST_LOAD_GATE"])
+
+def load_model(*args):
+    """A load that takes minutes once the test has put the file 'hold' in the gate folder."""
+    if (_gate / "hold").exists():
+        (_gate / "entered").touch()
+        time.sleep(120)
+    return _real(*args)
+
+registry.load_model = load_model
+'''
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_slow_reload_exits_cleanly_within_the_drain_time(tmp_path: Path) -> None:
+    version(tmp_path / "store", "1", seed=3)
+    site, gate = tmp_path / "site", tmp_path / "gate"
+    site.mkdir()
+    gate.mkdir()
+    (site / "sitecustomize.py").write_text(GATE)
+    env = {
+        "FOLDSERVE_DRAIN_S": "3",
+        "FOLDSERVE_ADMIN_TOKEN": "t0ken",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+        "TEST_LOAD_GATE": str(gate),
+    }
+    with Server(tmp_path / "store", tmp_path / "server.log", env) as running:
+        (gate / "hold").touch()
+        reload = threading.Thread(
+            target=lambda: httpx.post(
+                f"{running.url}/v2/repository/models/m/load", headers={"authorization": "Bearer t0ken"}, timeout=60
+            ),
+            daemon=True,
+        )
+        reload.start()
+        eventually(lambda: (gate / "entered").exists(), "the reload inside the (slow) load")
+        assert httpx.post(f"{running.url}/predict?model=m", content=digit_png(1), headers=PNG).status_code == 200
+        stopping = time.monotonic()
+        os.kill(running.pid, signal.SIGTERM)
+        assert running.process is not None
+        code = running.process.wait(timeout=60)
+        took = time.monotonic() - stopping
+    log = (tmp_path / "server.log").read_text()
+    assert code in (0, -signal.SIGTERM), log[-2000:]
+    assert took < 3 + 3, f"took {took:.1f} s to exit with a drain time of 3 s"
+    assert "Shutting down" in log and "Finished server process" in log, log[-2000:]
+    # the reload was still running at the end of the drain: uvicorn cut it and says so
+    assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in log, log[-2000:]
