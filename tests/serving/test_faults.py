@@ -204,7 +204,7 @@ def test_sigterm_during_a_slow_reload_exits_cleanly_within_the_drain_time(tmp_pa
         code = running.process.wait(timeout=60)
         took = time.monotonic() - stopping
     log = (tmp_path / "server.log").read_text()
-    assert code in (0, -signal.SIGTERM), log[-2000:]
+    assert code == 0, log[-2000:]
     assert took < 3 + 3, f"took {took:.1f} s to exit with a drain time of 3 s"
     assert "Shutting down" in log and "Finished server process" in log, log[-2000:]
     # the reload was still running at the end of the drain: uvicorn cut it and says so
