@@ -41,7 +41,7 @@ __all__ = [
     "rest_cases",
 ]
 
-EXAMPLES = int(os.environ.get("FOLDSERVE_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FOLDSERVE_FUZZ_EXAMPLES", "200"))
 """Examples per fuzz test: small in the suite, 10,000 in ``make fuzz``."""
 
 FUZZ_SETTINGS = settings(
