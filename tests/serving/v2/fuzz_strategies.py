@@ -476,7 +476,37 @@ def _shared_memory(draw: st.DrawFn, case: RestCase, document: dict[str, Any]) ->
             case.mutated("shared memory", breaks=True)
 
 
-_DOCUMENT_MUTATIONS = [_odd_field, _binary_data_size, _duplicate_input, _shared_memory]
+def _nest_data(draw: st.DrawFn, case: RestCase, document: dict[str, Any]) -> None:
+    """JSON data nested as its shape says (still valid: the same elements), or nested and then made ragged."""
+    inputs = [
+        i
+        for i in _inputs(document)
+        if isinstance(i.get("data"), list)
+        and isinstance(i.get("shape"), list)
+        and len(i["shape"]) >= 2
+        and all(type(d) is int and d > 0 for d in i["shape"])
+        and int(np.prod(i["shape"])) == len(i["data"])
+    ]
+    if not inputs:
+        return
+    item = draw(st.sampled_from(inputs))
+    item["data"] = _nested(item["data"], item["shape"])
+    if draw(st.booleans()):
+        innermost = item["data"]
+        while isinstance(innermost[-1], list):
+            innermost = innermost[-1]
+        innermost.pop()
+        case.mutated("nested data made ragged", breaks=True)
+
+
+def _nested(values: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) == 1:
+        return list(values)
+    step = len(values) // shape[0]
+    return [_nested(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+_DOCUMENT_MUTATIONS = [_odd_field, _binary_data_size, _duplicate_input, _shared_memory, _nest_data, _nest_data]
 
 
 # Mutations of the body's bytes and of its header length.
