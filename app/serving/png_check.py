@@ -18,8 +18,6 @@ from __future__ import annotations
 import struct
 import zlib
 
-import numpy as np
-
 __all__ = ["rows_readable"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,8 +47,7 @@ def rows_readable(data: bytes) -> bool:
         return False
     if len(rows) != expected or not stream.eof or stream.unused_data:
         return False
-    filters = np.frombuffer(rows, dtype=np.uint8)[:: row_bytes + 1]
-    return bool(filters.max(initial=0) <= _MAX_FILTER)
+    return max(rows[:: row_bytes + 1]) <= _MAX_FILTER  # each row's first byte (bytes of ints: no copy per row)
 
 
 def _header(data: bytes) -> tuple[int, int, int, int] | None:
