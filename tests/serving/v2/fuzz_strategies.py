@@ -105,6 +105,8 @@ ODD_VALUES = [
     [1],
     {},
     {"a": 1},
+    "\ud800",  # a lone surrogate: a valid JSON escape, not Unicode text
+    "caf\u00e9 \U0001f600",
 ]
 _LENGTH = struct.Struct("<I")
 
@@ -131,7 +133,8 @@ class Tensor:
             return b"".join(_LENGTH.pack(p % 2**32) + v for p, v in zip(prefixes, self.values, strict=True))
         if self.wire == "BF16":
             return (self.values.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
-        return self.values.astype(_DTYPES.get(self.wire, "<u1")).tobytes()
+        with np.errstate(invalid="ignore", over="ignore"):  # a poisoned element cast to an integer type
+            return self.values.astype(_DTYPES.get(self.wire, "<u1")).tobytes()
 
     def json_data(self) -> list[Any]:
         if isinstance(self.values, list):
@@ -366,7 +369,7 @@ def _change_datatype(draw: st.DrawFn, case: Case) -> None:
 
 def _poison_value(draw: st.DrawFn, case: Case) -> None:
     tensor = draw(st.sampled_from(case.tensors))
-    if isinstance(tensor.values, list) or tensor.values.size == 0 or tensor.datatype not in ("FP32", "FP16"):
+    if isinstance(tensor.values, list) or tensor.values.size == 0 or tensor.wire not in ("FP32", "FP16"):
         return
     values = tensor.values.astype(np.float32)
     values[draw(st.integers(0, values.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
@@ -486,6 +489,7 @@ def _nest_data(draw: st.DrawFn, case: RestCase, document: dict[str, Any]) -> Non
         and len(i["shape"]) >= 2
         and all(type(d) is int and d > 0 for d in i["shape"])
         and int(np.prod(i["shape"])) == len(i["data"])
+        and not any(isinstance(value, list) for value in i["data"])  # flat: not nested already
     ]
     if not inputs:
         return
