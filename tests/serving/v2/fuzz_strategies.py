@@ -178,6 +178,7 @@ class RestCase(Case):
 @dataclass
 class GrpcCase(Case):
     message: pb.ModelInferRequest = field(default_factory=pb.ModelInferRequest)
+    wire: bytes | None = None  # the message's bytes, damaged, to send as they are (None: send the message)
 
 
 # ---------------------------------------------------------------------------------------------------------- tensors
@@ -609,7 +610,23 @@ def _grpc_case(draw: st.DrawFn, kind: str) -> GrpcCase:
     case.message = _message(case)
     for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
         draw(st.sampled_from(_MESSAGE_MUTATIONS))(draw, case)
+    if model_inputs and draw(st.integers(0, 5)) == 0:
+        _damage_wire(draw, case)
     return case
+
+
+def _damage_wire(draw: st.DrawFn, case: GrpcCase) -> None:
+    """The serialized message with a byte changed, bytes cut off, or bytes added: it may no longer parse."""
+    wire = bytearray(case.message.SerializeToString())
+    how = draw(st.sampled_from(["flip", "cut", "append"]))
+    if how == "flip" and wire:
+        wire[draw(st.integers(0, len(wire) - 1))] ^= draw(st.integers(1, 255))
+    elif how == "cut" and wire:
+        del wire[draw(st.integers(0, len(wire) - 1)) :]
+    else:
+        wire += draw(st.binary(min_size=1, max_size=8))
+    case.wire = bytes(wire)
+    case.mutated(f"wire bytes: {how}")
 
 
 _CONTENTS = {

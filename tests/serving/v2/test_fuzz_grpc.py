@@ -18,6 +18,7 @@ import pytest
 from hypothesis import event, given, note
 
 from app.serving.errors import BadRequest, PayloadTooLarge
+from app.serving.v2 import grpc_predict_v2_pb2 as pb
 from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.serving.v2.binary import deserialize_bytes_elements
 from app.serving.v2.converters import infer_request_from_grpc
@@ -27,23 +28,33 @@ from tests.serving.v2.fuzz_strategies import FUZZ_SETTINGS, MAX_IMAGES, MODEL, G
 from tests.serving.v2.test_fuzz_binary import assert_same_values
 
 ELEMENT_LIMIT = MAX_IMAGES * 144
+Served = tuple[LiveApp, Reference, ErrorLog, pb_grpc.GRPCInferenceServiceStub, grpc.UnaryUnaryMultiCallable]
 REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LiveApp, Reference, ErrorLog, pb_grpc.GRPCInferenceServiceStub]]:
+) -> Iterator[Served]:
     port = free_port()
     with (
         live_app(tmp_path_factory.mktemp("fuzz-grpc"), port) as (app, reference, errors),
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
-        yield app, reference, errors, pb_grpc.GRPCInferenceServiceStub(channel)
+        yield app, reference, errors, pb_grpc.GRPCInferenceServiceStub(channel), raw_infer(channel)
+
+
+def raw_infer(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable:
+    """ModelInfer with the request's bytes sent as they are."""
+    return channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=None,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
 
 
 def describe(case: GrpcCase) -> str:
-    text = str(case.message)
+    text = str(case.message) if case.wire is None else repr(case.wire[:600])
     return f"mutations: {case.mutations}; message: {text[:600]}"
 
 
@@ -73,13 +84,15 @@ def test_model_infer_converter_refuses_or_decodes_as_sent(case: GrpcCase) -> Non
 
 @FUZZ_SETTINGS
 @given(grpc_cases("model"))
-def test_model_infer_served_refused_or_the_models_answer(
-    served: tuple[LiveApp, Reference, ErrorLog, pb_grpc.GRPCInferenceServiceStub], case: GrpcCase
-) -> None:
-    _, reference, errors, stub = served
+def test_model_infer_served_refused_or_the_models_answer(served: Served, case: GrpcCase) -> None:
+    _, reference, errors, stub, raw = served
     note(describe(case))
     try:
-        response = stub.ModelInfer(case.message, timeout=CALL_TIMEOUT_S)
+        if case.wire is None:
+            response = stub.ModelInfer(case.message, timeout=CALL_TIMEOUT_S)
+        else:
+            response = raw(case.wire, timeout=CALL_TIMEOUT_S)
+            case.message = pb.ModelInferRequest.FromString(case.wire)  # what the server read, for the oracle
     except grpc.RpcError as error:
         event(f"status {error.code().name}")
         assert errors.take() == []
@@ -108,3 +121,23 @@ def test_model_infer_served_refused_or_the_models_answer(
         outputs.append((output.name, output.datatype, list(output.shape), data))
     requested = [{"name": o.name, "parameters": {"classification": o.classification}} for o in request.outputs]
     check_outputs(outputs, requested, reference.logits(tensor))
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        (pb.ModelInferRequest(model_name="linear").SerializeToString().replace(b"linear", b"line\xff\xfe"), "UTF-8"),
+        (pb.ModelInferRequest(model_name=MODEL, id="x" * 20).SerializeToString()[:-5], "corrupt"),
+        (b"\xff\xff\xff\xff", "corrupt"),
+    ],
+    ids=["model-name-not-utf8", "cut-short", "garbage"],
+)
+def test_a_message_that_does_not_parse_is_invalid_argument(served: Served, wire: bytes, reason: str) -> None:
+    """Found by the wire-bytes mutation above: gRPC answered UNKNOWN ("Unexpected <class 'DecodeError'>")."""
+    *_, errors, _, raw = served
+    with pytest.raises(grpc.RpcError) as refused:
+        raw(wire, timeout=CALL_TIMEOUT_S)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest message" in refused.value.details()
+    assert reason in refused.value.details()
+    assert errors.take() == []
