@@ -22,7 +22,8 @@ from app.serving.v2.binary import deserialize_bytes_elements
 from app.serving.v2.rest import parse_infer_request
 from tests.server import free_port
 from tests.serving.v2.fuzz_harness import ErrorLog, LiveApp, Reference, check_outputs, live_app
-from tests.serving.v2.fuzz_strategies import FUZZ_SETTINGS, MAX_IMAGES, MODEL, RestCase, Tensor, rest_cases
+from tests.serving.v2.fuzz_rest import RestCase, rest_cases
+from tests.serving.v2.fuzz_strategies import FUZZ_SETTINGS, MAX_IMAGES, MODEL, Tensor
 
 ELEMENT_LIMIT = MAX_IMAGES * 144
 PATHS = [f"/v2/models/{MODEL}/infer", f"/v2/models/{MODEL}/versions/1/infer"]

@@ -23,8 +23,9 @@ from app.serving.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.serving.v2.binary import deserialize_bytes_elements
 from app.serving.v2.converters import infer_request_from_grpc
 from tests.server import free_port
+from tests.serving.v2.fuzz_grpc_messages import GrpcCase, grpc_cases
 from tests.serving.v2.fuzz_harness import CALL_TIMEOUT_S, ErrorLog, LiveApp, Reference, check_outputs, live_app
-from tests.serving.v2.fuzz_strategies import FUZZ_SETTINGS, MAX_IMAGES, MODEL, GrpcCase, grpc_cases
+from tests.serving.v2.fuzz_strategies import FUZZ_SETTINGS, MAX_IMAGES, MODEL
 from tests.serving.v2.test_fuzz_binary import assert_same_values
 
 ELEMENT_LIMIT = MAX_IMAGES * 144
