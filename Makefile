@@ -11,7 +11,7 @@ CONFIG_PROTO := app/serving/v2/triton_model_config.proto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format test-fast test-gpu screenshots bench reproduce loadtest docker-test ray-test clean protos perf-analyzer
+.PHONY: install serve test lint format test-fast test-gpu screenshots fuzz bench reproduce loadtest docker-test ray-test clean protos perf-analyzer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ screenshots: install  ## the comparison page's pictures in docs/img and its firs
 
 test-gpu: install
 	$(VENV)/bin/pytest -m gpu
+
+FUZZ_EXAMPLES ?= 10000
+FUZZ_TESTS := tests/serving/v2/test_fuzz_binary.py tests/serving/v2/test_fuzz_grpc.py
+
+fuzz: install  ## the v2 protocol's inputs fuzzed: $(FUZZ_EXAMPLES) examples per target (the suite runs 200); docs/operations.md
+	FOLDSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest $(FUZZ_TESTS) -p no:cacheprovider --hypothesis-show-statistics
 
 bench: install  ## the paper's network: linear ResNet34 collapsed, annealed ResNet34 stripped
 	$(PY) -m app bench --config depth=34,width=64,activation=identity --batch-sizes 1,64

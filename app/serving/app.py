@@ -120,6 +120,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             # served, and TF32's 10-bit mantissa would put convolutions 1e-3 off, ten times the tolerance
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         models.discover()
+        if settings.model_control == "poll":
+            control.remember_store()
         stop_grpc = await start_grpc_server(v2) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
@@ -167,7 +169,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
 
 async def _follow_store(loading: asyncio.Task[None], control: ModelControl) -> None:
-    await asyncio.wait([loading])  # the store is followed from where the first loads left it
+    await asyncio.wait([loading])  # then every change since discovery is loaded, one made during the first loads too
     await control.follow_store()
 
 

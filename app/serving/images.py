@@ -6,8 +6,10 @@ Two steps, so that nothing is decoded before everything is checked:
    microseconds; other formats through Pillow's lazy ``Image.open``) and refuses images with no pixels,
    more than ``max_pixels`` pixels, or an aspect ratio past ``max_aspect_ratio``. It returns the pixel count,
    which the caller holds against a per-request budget and uses to decide where decoding runs.
-2. :func:`decode_checked` decodes them: PNG and JPEG with torchvision's libpng/libjpeg decoders straight into
-   uint8 (or uint16) tensors of the model's channels, everything else through Pillow. EXIF orientation is
+2. :func:`decode_checked` decodes them: JPEG, and PNG whose rows libpng reads without an error
+   (:func:`~app.serving.png_check.rows_readable`: an error there kills torchvision 0.29's decoder, and the
+   process with it), with torchvision's libjpeg/libpng decoders straight into uint8 (or uint16) tensors of
+   the model's channels, everything else through Pillow. EXIF orientation is
    applied, the image is brought to the model's input size as its manifest says (the whole image resized,
    or the shorter side resized then a centre crop; bilinear, antialiased, still 8-bit) and normalised with
    the manifest's mean and std. Grayscale, RGB, RGBA, palette and 16-bit inputs all work; alpha is dropped
@@ -39,6 +41,7 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode
 
 from app.serving.errors import DeadlineExceeded, ImageAspectRatio, ImageTooLarge, InvalidImage
+from app.serving.png_check import rows_readable
 from app.store import InputSpec
 
 __all__ = ["ImageLimits", "decode_checked", "decode_image", "decode_images", "probe_images"]
@@ -205,7 +208,7 @@ _TORCHVISION = _torchvision_ops()
 
 def _decode_unit(data: bytes, spec: InputSpec) -> torch.Tensor:
     """The image as float32 ``[C, H, W]`` in [0, 1], at the model's input size."""
-    if _TORCHVISION is not None and (data.startswith(_PNG_SIGNATURE) or data.startswith(_JPEG_SOI)):
+    if _TORCHVISION is not None and (data.startswith(_JPEG_SOI) or rows_readable(data)):
         pixels = _decode_torchvision(data, spec.channels)
     else:
         pixels = _decode_pillow(data, spec.channels)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -130,7 +133,9 @@ class ModelRegistry:
         if entry.status != "ready":
             entry.status = "loading"
         try:
-            loaded = await asyncio.to_thread(load_model, entry.path, self.settings, self.device)
+            loaded = await _in_daemon_thread(
+                f"foldserve-load-{entry.name}", load_model, entry.path, self.settings, self.device
+            )
         except Exception as exc:
             reason, report = _failure(entry, exc)
             if entry.status == "ready":
@@ -296,3 +301,32 @@ def _failure(entry: ModelEntry, exc: Exception) -> tuple[str, dict[str, Any] | N
 
 def _path(variant: Variant) -> str:
     return "inline" if variant.inline else "batched"
+
+
+T = TypeVar("T")
+
+
+async def _in_daemon_thread(name: str, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a daemon thread of its own, awaited: a load still running when the process stops
+    (SIGTERM in the middle of a slow reload) is abandoned at exit, where one in ``asyncio.to_thread``'s executor
+    would hold the exit until it ended, past the drain time. Nothing it leaves matters: the store is only read,
+    and the runtime cache is written to temporary files renamed into place."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the awaiting task, which decides what it means
+            outcome = functools.partial(future.set_exception, exc)
+        else:
+            outcome = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future

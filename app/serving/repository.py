@@ -11,7 +11,8 @@ Load and unload change what the server runs: they need ``Authorization: Bearer <
 (compared in constant time); with no token set they are off and answer 403. The index is read-only and
 open, like ``/models``. With several workers (``FOLDSERVE_WORKERS``) a call reaches one worker only, so the
 calls are refused (409): ``FOLDSERVE_MODEL_CONTROL=poll`` makes every worker follow the store instead,
-loading new and changed folders and unloading removed ones every ``FOLDSERVE_MODEL_POLL_S`` seconds.
+loading new and changed folders and unloading removed ones every ``FOLDSERVE_MODEL_POLL_S`` seconds. A folder that
+does not load, or that is still there without its manifest (half replaced), leaves the version served serving.
 """
 
 from __future__ import annotations
@@ -96,15 +97,28 @@ class ModelControl:
             self.models.unload(entry)
             return entry
 
-    async def follow_store(self) -> None:
-        """Every ``model_poll_s`` seconds: load new and changed folders, unload the ones removed."""
+    def remember_store(self) -> None:
+        """Note what every model folder holds now, before the first loads read them: :meth:`follow_store` loads
+        whatever changes after this, a change made while the first loads ran included."""
         self._seen = {p.name: _fingerprint(p) for p in self._folders()}
+
+    async def follow_store(self) -> None:
+        """Every ``model_poll_s`` seconds: load new and changed folders, unload the ones removed (call
+        :meth:`remember_store` first). A poll that fails is logged, and the next one runs as usual."""
         while True:
             await asyncio.sleep(self.settings.model_poll_s)
-            await self._poll_once()
+            try:
+                await self._poll_once()
+            except Exception:  # a bug: logged with its traceback, and the store is still followed
+                logger.exception("model store: a poll failed; polling goes on")
 
     async def _poll_once(self) -> None:
-        folders = {p.name: p for p in self._folders()}
+        try:
+            folders = {p.name: p for p in self._folders()}
+        except OSError as exc:  # unmounted, renamed, no permission: nothing was removed, nothing is unloaded
+            store = self.settings.model_store
+            logger.warning("model store %s cannot be read (%s); the models loaded keep serving", store, exc)
+            return
         for name, path in folders.items():
             fingerprint = _fingerprint(path)
             if self._seen.get(name) != fingerprint:
@@ -115,10 +129,25 @@ class ModelControl:
                 except ServingError as exc:
                     logger.error("model store: %s", exc.message)
         for name, entry in list(self.models.entries.items()):
-            if name not in folders and entry.status != "unloaded":
-                logger.info("model store: %s was removed, unloading it", name)
-                self._seen.pop(name, None)
-                await self.unload(name)
+            if name in folders or entry.status == "unloaded":
+                continue
+            if (self.settings.model_store / name).is_dir():  # still there, without its manifest: half replaced
+                self._keep_without_manifest(name)
+                continue
+            logger.info("model store: %s was removed, unloading it", name)
+            self._seen.pop(name, None)
+            await self.unload(name)
+
+    def _keep_without_manifest(self, name: str) -> None:
+        """A served model's folder lost its manifest: keep the version served, and say so once per change."""
+        fingerprint = _fingerprint(self.settings.model_store / name)
+        if self._seen.get(name) != fingerprint:
+            self._seen[name] = fingerprint
+            logger.warning(
+                "model store: %s has no %s; the version served stays until the folder is whole again or removed",
+                name,
+                MANIFEST_FILE,
+            )
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

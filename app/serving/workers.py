@@ -77,7 +77,12 @@ def run_server(settings: Settings) -> None:
     if settings.workers == 1:
         from app.serving.app import create_app
 
-        uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
+        app = create_app(settings)
+        # uvicorn stops gracefully on SIGTERM, then raises it again for the handler it found, which by default ends
+        # the process as killed by the signal (status 143); a graceful stop is a clean exit, status 0, as the
+        # supervisor's with several workers
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        uvicorn.run(app, **uvicorn_options(settings))  # type: ignore[arg-type]
         return
     with _metrics_dir(settings.metrics_dir) as directory:
         enable_multiprocess_values(directory)  # every metric the workers create lives in the folder
@@ -93,6 +98,10 @@ def run_server(settings: Settings) -> None:
 
         gc.freeze()  # the garbage collector would otherwise write to, and so copy, every page of the imports
         Supervisor(settings.workers, serve, drain_s=settings.drain_s, listening=listening).run()
+
+
+def _exit_cleanly(sig: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 class Supervisor:

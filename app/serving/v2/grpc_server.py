@@ -21,6 +21,8 @@ door uses); a ``Retry-After`` goes out as trailing metadata.
   clients and ``perf_analyzer`` ask before they infer) is served beside the protocol's RPCs, under the same
   service name: its messages are in ``triton_model_config.proto``, and it answers what
   ``GET /v2/models/{name}/config`` answers.
+- **Undecodable messages.** A request whose bytes do not parse is INVALID_ARGUMENT
+  (:mod:`app.serving.v2.grpc_handlers`), not the UNKNOWN gRPC would answer.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from app.serving.v2.converters import (
     model_metadata_to_grpc,
     server_metadata_to_grpc,
 )
+from app.serving.v2.grpc_handlers import SERVICE, method_handlers
 from app.serving.v2.service import InferenceService
 
 __all__ = ["PROTOCOL", "InferenceServicer", "grpc_address", "grpc_options", "start_grpc_server"]
@@ -179,8 +182,9 @@ async def start_grpc_server(service: InferenceService) -> Callable[[float | None
     settings = service.settings
     server = grpc.aio.server(options=grpc_options(settings))
     servicer = InferenceServicer(service)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    server.add_generic_rpc_handlers((_model_config_handler(servicer),))
+    handlers = method_handlers(servicer)  # the generated ones answer UNKNOWN for a message that does not parse
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     address = grpc_address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)
@@ -193,17 +197,6 @@ async def start_grpc_server(service: InferenceService) -> Callable[[float | None
         await server.stop(grace)
 
     return stop
-
-
-def _model_config_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """``/inference.GRPCInferenceService/ModelConfig``: the service's generated handler knows only the protocol's
-    methods and answers None (not found) for this one, so gRPC asks this handler next."""
-    method = grpc.unary_unary_rpc_method_handler(
-        servicer.ModelConfig,
-        request_deserializer=config_pb.ModelConfigRequest.FromString,
-        response_serializer=config_pb.ModelConfigResponse.SerializeToString,
-    )
-    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelConfig": method})
 
 
 def grpc_address(host: str, port: int) -> str:

@@ -8,6 +8,7 @@ body, appending the outputs that the request asked for as binary data after the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +173,8 @@ def server_metadata_json(metadata: ServerMetadata) -> dict[str, Any]:
 
 def _load_json(header: memoryview, header_length: str | None) -> Any:
     try:
-        return json.loads(bytes(header))
+        document = json.loads(bytes(header))
+        unpaired = _SURROGATE_IN_JSON.search(header) is not None and _holds_surrogate(document)
     except UnicodeDecodeError:
         raise BadRequest("the request's JSON is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -182,6 +184,29 @@ def _load_json(header: memoryview, header_length: str | None) -> Any:
         raise BadRequest(f"the request is not valid JSON: {exc}{hint}") from None
     except RecursionError:
         raise BadRequest("the request's JSON is nested too deeply") from None
+    if unpaired:  # json.loads lets them through; no UTF-8 (an answer, a log line) can carry them
+        raise BadRequest(
+            "the request's JSON has a string with a lone surrogate (\\ud800 to \\udfff, unpaired): strings must "
+            "be Unicode text"
+        )
+    return document
+
+
+# A surrogate in JSON text: a \uD800-\uDFFF escape, or its UTF-8-like bytes (json.loads passes both through).
+# A pair of escapes is one character once loaded; only what remains unpaired is refused.
+_SURROGATE_IN_JSON = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether a loaded JSON value has a string (or key) with an unpaired surrogate, which no UTF-8 can carry."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, list):
+        return any(_holds_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -487,3 +487,33 @@ def test_body_that_is_not_json_is_refused(body: bytes, message: str) -> None:
     with pytest.raises(BadRequest) as info:
         parse_infer_request(body, None, max_elements=LIMIT)
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["\ud800"]}]},
+        {"id": "\udc00", "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]},
+        {"inputs": [{"name": "\ud800", "shape": [1], "datatype": "FP32", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "a\udbff"}]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"\ud800": 1}}]},
+    ],
+    ids=["bytes-element", "id", "input-name", "output-name", "parameter-key"],
+)
+def test_a_lone_surrogate_in_a_json_string_is_refused(document: dict[str, Any]) -> None:
+    """Found by tests/serving/v2/test_fuzz_binary.py: a BYTES element "\\ud800" (a byte flipped in '\\u001f') was a
+    500 (UnicodeEncodeError), and an id or a name with one a 500 whose answer, or error, could not be encoded."""
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        parse(document)  # json.dumps writes them as \ud800 escapes, as a client would
+    header = json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")  # and as raw bytes
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        parse_infer_request(header, None, max_elements=LIMIT)
+
+
+def test_a_surrogate_pair_is_one_character_and_accepted() -> None:
+    document = {
+        "id": "\ud83d\ude00",
+        "inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["\U0001f600"]}],
+    }
+    request = parse(document)
+    assert request.id == "\U0001f600" and request.inputs[0].data == ("\U0001f600".encode(),)
