@@ -231,12 +231,11 @@ def check_prometheus(aims: Aims, sent: int) -> None:
         values = {r["metric"]["model"]: float(r["value"][1]) for r in query(ratio)}
         values = {model: round(v, 2) for model, v in values.items() if v == v}  # NaN: no traffic in the window
     aims.check("linear-resnet18-mnist" in values, f"the before/after rule over the cluster: {ratio} = {values}")
+    healthy: list[dict[str, Any]] = []
     with contextlib.suppress(TimeoutError):  # the aim below says what was found
-        wait_for(lambda: len(query("ray_serve_num_http_requests_total")) > 0, 60, "Ray's serve metrics", 2)
-    ray_requests = sum(float(r["value"][1]) for r in query("ray_serve_num_http_requests_total"))
-    healthy = query("ray_serve_deployment_replica_healthy")
+        wait_for(lambda: healthy.extend(query("ray_serve_deployment_replica_healthy")) or healthy, 60, "Ray's", 2)
     aims.check(
-        ray_requests > 0 and len(healthy) > 0,
-        f"Ray's serve metrics scraped: ray_serve_num_http_requests_total = {ray_requests:.0f}, "
-        f"ray_serve_deployment_replica_healthy series: {len(healthy)}",
+        len(healthy) > 0,
+        f"Ray's serve metrics scraped: ray_serve_deployment_replica_healthy series: {len(healthy)} (its per-request "
+        f"HTTP metrics are off, deploy/ray/ray.env)",
     )

@@ -206,5 +206,8 @@ def test_every_ray_pod_starts_with_the_environment_of_ray_env() -> None:
     for group in groups:
         (container,) = group["template"]["spec"]["containers"]
         env = {item["name"]: item["value"] for item in container["env"]}
+        threads = int(env.pop("RAY_SERVE_HAPROXY_NBTHREAD"))  # the pod's CPUs, not make ray-test's nodes'
+        assert 1 <= threads <= float(container["resources"]["requests"]["cpu"])
+        wanted.pop("RAY_SERVE_HAPROXY_NBTHREAD")
         assert env == {**wanted, "RAY_SERVE_HAPROXY_BINARY_PATH": "/opt/venv/bin/foldserve-haproxy"}
     assert "VIRTUAL_ENV=/opt/venv" in (ROOT / "Dockerfile").read_text()  # where the image installs the command
