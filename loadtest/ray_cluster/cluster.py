@@ -132,6 +132,9 @@ def ray_stop(work: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
             killed.append(pid)
+    deadline = time.monotonic() + 10
+    while processes_under(work / "haproxy") and time.monotonic() < deadline:  # SIGKILL is not instant
+        time.sleep(0.1)
     return killed
 
 
@@ -140,6 +143,8 @@ def processes_under(folder: Path) -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
+            if cmdline.with_name("stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                continue  # a zombie: dead, waiting for its parent to collect it
             args = cmdline.read_bytes().split(b"\0")
             if any(str(folder).encode() in arg for arg in args) and int(cmdline.parent.name) != os.getpid():
                 found.append(int(cmdline.parent.name))
