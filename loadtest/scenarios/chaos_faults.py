@@ -100,18 +100,24 @@ class Faults:
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
 
-    async def _outcome(self, entry: dict[str, Any]) -> None:
-        await asyncio.sleep(self.poll_s + 4.0)
-        try:
-            index = (await self.client.http.post("/v2/repository/index", json={})).json()
-        except (httpx.HTTPError, ValueError) as error:
-            entry.update(outcome=f"unknown: {type(error).__name__}")
-            return
-        seen = next((m for m in index if m["name"] == self.folder.name), {})
-        entry.update(served_version=seen.get("version"), state=seen.get("state"), reason=seen.get("reason", ""))
-        served = seen.get("version") == entry["version"]
-        ok = served if entry["kind"] == "good" else (not served and seen.get("state") == "READY")
-        entry["outcome"] = "as expected" if ok else "NOT as expected"
+    async def _outcome(self, entry: dict[str, Any], patience: float = 20.0) -> None:
+        """Ask the index (one worker answers each time) every second until the change shows, or ``patience`` s."""
+        deadline = self.now() + patience
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                index = (await self.client.http.post("/v2/repository/index", json={})).json()
+            except (httpx.HTTPError, ValueError) as error:
+                entry.update(outcome=f"unknown: {type(error).__name__}")
+                continue
+            seen = next((m for m in index if m["name"] == self.folder.name), {})
+            entry.update(served_version=seen.get("version"), state=seen.get("state"), reason=seen.get("reason", ""))
+            served = seen.get("version") == entry["version"]
+            failed = bool(seen.get("reason")) and seen.get("state") == "READY"
+            ok = served if entry["kind"] == "good" else (failed and not served)
+            entry.update(outcome="as expected" if ok else "NOT as expected", seen_after_s=self.now() - entry["t"])
+            if ok or self.now() > deadline:
+                return
 
     async def kill(self) -> None:
         """SIGKILL one worker (the supervisor's children in turn); mark the requests in flight."""
