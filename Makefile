@@ -11,7 +11,7 @@ CONFIG_PROTO := app/serving/v2/triton_model_config.proto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format test-fast test-gpu screenshots fuzz bench reproduce loadtest docker-test ray-test clean protos perf-analyzer
+.PHONY: install serve test lint format test-fast test-gpu screenshots fuzz bench reproduce loadtest docker-test ray-test soak clean protos perf-analyzer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ loadtest: install
 
 ray-test: install  ## opt-in: a real two-node Ray cluster on this machine, both ingress modes, failover, autoscaling (~8 min)
 	VENV=$(VENV) bash scripts/ray-test.sh
+
+DURATION ?= 3600
+soak: install  ## opt-in: an hour (DURATION=s) of load on two workers while reloads, kills and bad uploads hit them
+	$(PY) -m loadtest soak-faults --duration $(DURATION) --out loadtest/results/soak-faults-$$(date +%Y%m%d-%H%M%S)
 
 docker-test:  ## opt-in: builds the images and runs compose for real (minutes, gigabytes)
 	bash scripts/docker-test.sh

@@ -7,7 +7,8 @@ Commands, each registered by the module that glues it to its scenario:
 - :mod:`loadtest.cli.versus`: ``versus`` (foldserve against the reference, side by side) and ``memory`` (PSS per
   worker count), which start the servers they measure;
 - :mod:`loadtest.cli.tools`: ``flood`` (a decode flood), ``grpc`` (a gRPC load) and ``reference`` (the reference
-  server itself).
+  server itself);
+- :mod:`loadtest.cli.chaos`: ``soak-faults`` (two workers under load while reloads, kills and bad uploads hit them).
 
 Every measuring command takes the options of :func:`~loadtest.cli.common.common_options` and writes its report with
 :func:`loadtest.report.write_report`.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtest.cli import scenarios, tools, versus
+from loadtest.cli import chaos, scenarios, tools, versus
 from loadtest.cli.common import common_options
 
 __all__ = ["build_parser", "main"]
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.add_parsers(sub, common_options())
     versus.add_parsers(sub, common_options(engine="hey"))
     tools.add_parsers(sub, common_options(engine="hey"))
+    chaos.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,205 @@
+"""The soak-with-faults report: lost-request accounting, PSS slopes, latency under faults, the aims, markdown and
+plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+from loadtest.stats import percentile
+
+__all__ = ["analyse", "markdown", "plot_all", "slope_per_10min"]
+
+OK = ("200", "OK")
+SERVER_ERRORS = ("INTERNAL", "UNAVAILABLE", "UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED")
+"""gRPC codes counted as the server failing a request, as a 5xx is over HTTP."""
+MAX_SLOPE_MIB_PER_10MIN = 1.0
+MAX_P99_RATIO = 3.0
+MIB = 2**20
+
+
+def slope_per_10min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of ``(seconds, bytes)`` points in MiB per 10 minutes; None under 3 points."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt, mb = sum(t for t, _ in points) / n, sum(b for _, b in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return sum((t - mt) * (b - mb) for t, b in points) / var * 600.0 / MIB
+
+
+def _lost_kind(r: dict[str, Any]) -> str | None:
+    if r["status"].startswith("no answer"):
+        return "no answer"
+    if r["status"].startswith("5") or r["status"] in SERVER_ERRORS:
+        return "server error"
+    return "wrong answer" if r["wrong"] else None
+
+
+def _p99(records: list[dict[str, Any]]) -> float | None:
+    latencies = [r["latency"] for r in records if r["status"] in OK]
+    return percentile(latencies, 99) if latencies else None
+
+
+def _memory(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
+    pids = sorted({s["pid"] for s in samples})
+    out = {}
+    for pid in pids:
+        mine = [(s["t"], s["pss_bytes"]) for s in samples if s["pid"] == pid]
+        born = mine[0][0]  # a worker started in the run warms up from its own start
+        kept = [(t, b) for t, b in mine if t >= warmup and t >= born + (warmup if born > 0 else 0)]
+        out[str(pid)] = {"samples": len(mine), "fitted": len(kept), "slope_mib_per_10min": slope_per_10min(kept)}
+    return out
+
+
+def analyse(run: dict[str, Any]) -> dict[str, Any]:
+    """Accounting and aims from a run's ``records``, ``kills``, ``reloads``, ``memory`` and ``quiet_s``."""
+    records, quiet = run["records"], run["quiet_s"]
+    lost = [{**r, "kind": k} for r in records if (k := _lost_kind(r))]
+    excused = [r for r in lost if r["in_flight_at_kill"] and r["kind"] != "wrong answer"]
+    counted = [r for r in lost if r not in excused]
+    quiet_p99 = _p99([r for r in records if r["start"] < quiet])
+    fault_p99 = _p99([r for r in records if r["start"] >= quiet])
+    memory = _memory(run["memory"], run["memory_warmup_s"])
+    slopes = [m["slope_mib_per_10min"] for m in memory.values() if m["slope_mib_per_10min"] is not None]
+    ratio = fault_p99 / quiet_p99 if quiet_p99 and fault_p99 else None
+    wrong = sum(r["kind"] == "wrong answer" for r in lost)
+    aims = {
+        "no requests lost beyond those in flight at kills": {"value": len(counted), "passed": not counted},
+        "no wrong answers": {"value": wrong, "passed": wrong == 0},
+        f"PSS slope < {MAX_SLOPE_MIB_PER_10MIN} MiB per 10 min (worst worker)": {
+            "value": max(slopes) if slopes else None,
+            "passed": max(slopes) < MAX_SLOPE_MIB_PER_10MIN if slopes else None,
+        },
+        f"p99 during faults <= {MAX_P99_RATIO}x quiet p99": {
+            "value": ratio,
+            "passed": ratio <= MAX_P99_RATIO if ratio is not None else None,
+        },
+    }
+    return {
+        "requests": len(records),
+        "answered_ok": sum(r["status"] in OK for r in records),
+        "lost": counted,
+        "in_flight_at_kills": excused,
+        "quiet_p99_s": quiet_p99,
+        "fault_p99_s": fault_p99,
+        "memory": memory,
+        "aims": aims,
+        "passed": all(a["passed"] is not False for a in aims.values()),
+    }
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report's markdown."""
+    a, lines = report["analysis"], []
+    lines += [f"# loadtest: soak with faults ({'PASS' if a['passed'] else 'FAIL'})", ""]
+    lines += [f"- command: `{report['command']}`", f"- model `{report['model']}`, 2 workers, {report['setup']}"]
+    lines += [f"- capacity (closed loop, 8 callers) {_fmt(report['capacity_rps'])}/s; offered {_fmt(report['rate'])}/s"]
+    lines += [f"- {a['requests']} requests, {a['answered_ok']} answered OK; no faults for {report['quiet_s']:.0f} s"]
+    lines += [f"- p99 quiet {_fmt(a['quiet_p99_s'])} s, during faults {_fmt(a['fault_p99_s'])} s", "", "## Aims", ""]
+    for name, aim in a["aims"].items():
+        verdict = {True: "PASS", False: "FAIL", None: "not measured"}[aim["passed"]]
+        lines.append(f"- {verdict}: {name} (value {_fmt(aim['value'])})")
+    lines += ["", f"## Worker kills ({len(report['kills'])}), restarts seen: {report['restarts']}", ""]
+    lines += [f"- t={k['t']:.1f} s: pid {k['pid']}, {k['in_flight']} requests in flight" for k in report["kills"]]
+    lines += ["", f"## Reloads ({len(report['reloads'])})", ""]
+    for r in report["reloads"]:
+        lines.append(
+            f"- t={r['t']:.1f} s: {r['kind']} version {r['version']} -> served {r.get('served_version')} "
+            f"{r.get('state')} ({r.get('outcome')}) {r.get('reason', '')[:120]}"
+        )
+    lines += [
+        "",
+        "## Bursts",
+        "",
+        *(
+            f"- t={b['t']:.1f} s: slow uploads {b['slow_upload_statuses']}, oversized {b['oversized_statuses']}"
+            for b in report["bursts"]
+        ),
+    ]
+    lines += ["", "## PSS slope per worker (MiB per 10 min, least squares after warm-up)", ""]
+    lines += [
+        f"- pid {pid}: {_fmt(m['slope_mib_per_10min'])} ({m['fitted']} of {m['samples']} samples)"
+        for pid, m in a["memory"].items()
+    ]
+    lines += ["", f"## Lost requests ({len(a['lost'])}; {len(a['in_flight_at_kills'])} more were in flight at kills)"]
+    lines += [
+        "",
+        *(
+            f"- t={r['start']:.2f} s {r['series']} digit {r['digit']}: {r['kind']}, {r['status']}, label {r['label']}"
+            for r in a["lost"]
+        ),
+    ]
+    lines += ["", "## Plots", "", *(f"![{p}]({p})" for p in report.get("plots", []))]
+    return "\n".join(lines) + "\n"
+
+
+def _bins(records: list[dict[str, Any]], width: float) -> dict[int, list[dict[str, Any]]]:
+    bins: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        bins.setdefault(int(r["start"] // width), []).append(r)
+    return dict(sorted(bins.items()))
+
+
+def _marks(ax: Any, report: dict[str, Any]) -> None:
+    for k in report["kills"]:
+        ax.axvline(k["t"], color="red", alpha=0.5, lw=0.8)
+    for r in report["reloads"]:
+        ax.axvline(r["t"], color="green" if r["kind"] == "good" else "orange", alpha=0.4, lw=0.6, ls="--")
+
+
+def plot_all(report: dict[str, Any], directory: Path) -> list[str]:
+    """``statuses.png``, ``latency.png`` and ``pss.png``; their names. Kills red, reloads green/orange dashed."""
+    records, width = report["records"], max(1.0, report["duration_s"] / 120)
+    bins = _bins(records, width)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for status in sorted({r["status"] for r in records}):
+        ax.plot(
+            [b * width for b in bins],
+            [sum(r["status"] == status for r in rs) / width for rs in bins.values()],
+            label=status,
+        )
+    _marks(ax, report)
+    ax.set(xlabel="s", ylabel="answers/s", title="answers by status")
+    ax.legend(fontsize=7)
+    _save(fig, directory / "statuses.png")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for series in sorted({r["series"] for r in records}):
+        for q, style in ((50, "-"), (99, ":")):
+            xs, ys = [], []
+            for b, rs in bins.items():
+                ok = [r["latency"] * 1e3 for r in rs if r["series"] == series and r["status"] in OK]
+                if ok:
+                    xs.append(b * width)
+                    ys.append(percentile(ok, q))
+            ax.plot(xs, ys, style, label=f"{series} p{q}")
+    _marks(ax, report)
+    ax.set(xlabel="s", ylabel="ms", yscale="log", title="p50 (solid) and p99 (dotted) per series")
+    ax.legend(fontsize=6, ncol=2)
+    _save(fig, directory / "latency.png")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for pid in sorted({s["pid"] for s in report["memory"]}):
+        mine = [s for s in report["memory"] if s["pid"] == pid]
+        ax.plot([s["t"] for s in mine], [s["pss_bytes"] / MIB for s in mine], label=f"pid {pid}")
+    _marks(ax, report)
+    ax.set(xlabel="s", ylabel="PSS (MiB)", title="PSS per worker")
+    ax.legend(fontsize=7)
+    _save(fig, directory / "pss.png")
+    return ["statuses.png", "latency.png", "pss.png"]
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
