@@ -10,7 +10,6 @@ appears at the destination, and writes atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from app.nets import ResNet, skip_weights
 from app.simplify import simplify
@@ -27,11 +25,10 @@ from app.store import Manifest, TrainingInfo, load_checkpoint, save_checkpoint
 from app.training.distill import Distillation
 from app.training.folders import LabelledImages
 from app.training.loop import TrainConfig, TrainResult, accuracy, train
-from app.training.record import HISTORY_FILE, SAMPLES_FILE, load_samples
+from app.training.record import HISTORY_FILE, load_samples, run_details, write_run_files
 
 __all__ = ["Annealed", "anneal", "check_source", "training_info", "with_annealed_skips", "write_annealed"]
 
-_SAMPLES_PER_CLASS = 2
 _MAX_SAMPLES = 32  # verification images shipped beside the checkpoint; a 1000-class model gets 32, not 2000
 
 
@@ -119,21 +116,12 @@ def _check_all_zero(model: ResNet) -> None:
         )
 
 
-def _samples(data: LabelledImages) -> dict[str, torch.Tensor]:
-    keep: list[int] = []
-    for label in sorted(set(data.test_labels.tolist())):
-        keep.extend((data.test_labels == label).nonzero().flatten()[:_SAMPLES_PER_CLASS].tolist())
-    index = torch.tensor(sorted(keep)[:_MAX_SAMPLES])
-    return {"images": data.test_images[index].contiguous(), "labels": data.test_labels[index].contiguous()}
-
-
 def training_info(annealed: Annealed, data: LabelledImages, command: str) -> TrainingInfo:
     """The new manifest's ``training`` section: source, data, schedule, seeds, accuracy before and after."""
     result, source = annealed.result, annealed.source
     config = annealed.config
     assert config.schedule is not None
-    schedule = {**config.schedule.to_dict(), "t0_epochs": config.schedule.t0_epochs(config.epochs)}
-    recipe = {k: getattr(config, k) for k in ("batch_size", "optimizer", "lr", "weight_decay", "augment", "amp")}
+    schedule, details = run_details(config, result)
     extra = {
         "annealed_from": {"name": source.name, "version": source.version, "sha256": source.weights.sha256},
         **data.record,
@@ -141,11 +129,8 @@ def training_info(annealed: Annealed, data: LabelledImages, command: str) -> Tra
         "val_size": len(data.test_labels),
         "accuracy_before": annealed.accuracy_before,
         "accuracy_after": result.test_accuracy,
-        "seed": config.seed,
-        **recipe,
+        **details,
         "distill": annealed.distill,
-        "device": result.device,
-        "train_seconds": round(result.seconds, 2),
         "torch": torch.__version__,
         "history_file": HISTORY_FILE,
     }
@@ -189,9 +174,7 @@ def write_annealed(
         manifest = save_checkpoint(
             staged, model, name=name, input=annealed.source.input, labels=annealed.source.labels, training=training
         )
-        (staged / HISTORY_FILE).write_text(json.dumps(annealed.result.history, indent=1) + "\n", encoding="utf-8")
-        save_file(_samples(data), str(staged / SAMPLES_FILE))
-        (staged / SAMPLES_FILE).chmod(0o644)  # safetensors writes 0600; the service may run as another user
+        write_run_files(staged, annealed.result.history, data.test_images, data.test_labels, limit=_MAX_SAMPLES)
         report = _check_strips(staged)
         _replace(staged, out, scratch)
     finally:

@@ -22,35 +22,58 @@ from app.store import InputSpec, Manifest, TrainingInfo, save_checkpoint
 from app.training.data import Digits
 from app.training.loop import TrainConfig, TrainResult
 
-__all__ = ["HISTORY_FILE", "SAMPLES_FILE", "load_history", "load_samples", "save_run", "training_record"]
+__all__ = [
+    "HISTORY_FILE",
+    "SAMPLES_FILE",
+    "load_history",
+    "load_samples",
+    "run_details",
+    "save_run",
+    "training_record",
+    "write_run_files",
+]
 
 HISTORY_FILE = "history.json"
 SAMPLES_FILE = "samples.safetensors"
 _SAMPLES_PER_CLASS = 2
 
 
-def _pick_samples(data: Digits) -> tuple[torch.Tensor, torch.Tensor]:
-    keep = []
-    for label in range(int(data.test_labels.max()) + 1):
-        keep.extend((data.test_labels == label).nonzero().flatten()[:_SAMPLES_PER_CLASS].tolist())
-    index = torch.tensor(sorted(keep))
-    return data.test_images[index].contiguous(), data.test_labels[index].contiguous()
+def _pick_samples(images: torch.Tensor, labels: torch.Tensor, limit: int | None) -> dict[str, torch.Tensor]:
+    """The first two test images of each label, in their order, at most ``limit``: what verification runs on."""
+    keep: list[int] = []
+    for label in sorted(set(labels.tolist())):
+        keep.extend((labels == label).nonzero().flatten()[:_SAMPLES_PER_CLASS].tolist())
+    index = torch.tensor(sorted(keep)[:limit])
+    return {"images": images[index].contiguous(), "labels": labels[index].contiguous()}
 
 
-def training_record(config: TrainConfig, data: Digits, result: TrainResult, command: str) -> TrainingInfo:
-    """The manifest's ``training`` section: dataset, split, schedule, accuracy, command and the details."""
+def write_run_files(
+    directory: Path, history: list[dict[str, float]], images: torch.Tensor, labels: torch.Tensor, limit: int | None
+) -> None:
+    """Beside a checkpoint: the per-epoch history, and sample images picked from the test split (at most ``limit``)."""
+    (directory / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    save_file(_pick_samples(images, labels, limit), str(directory / SAMPLES_FILE))
+    (directory / SAMPLES_FILE).chmod(0o644)  # safetensors writes 0600; the service may run as another user
+
+
+def run_details(config: TrainConfig, result: TrainResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The skip schedule's record, and the recipe's: seed, optimiser settings, device and training time."""
     schedule: dict[str, Any] = {"kind": "none"}
     if config.schedule is not None:
         schedule = {**config.schedule.to_dict(), "t0_epochs": config.schedule.t0_epochs(config.epochs)}
     recipe = {k: getattr(config, k) for k in ("batch_size", "optimizer", "lr", "weight_decay", "augment", "amp")}
+    details = {"seed": config.seed, **recipe, "device": result.device, "train_seconds": round(result.seconds, 2)}
+    return schedule, details
+
+
+def training_record(config: TrainConfig, data: Digits, result: TrainResult, command: str) -> TrainingInfo:
+    """The manifest's ``training`` section: dataset, split, schedule, accuracy, command and the details."""
+    schedule, details = run_details(config, result)
     extra = {
         "data": data.spec.to_dict(),
         "train_size": len(data.train_labels),
         "test_size": len(data.test_labels),
-        "seed": config.seed,
-        **recipe,
-        "device": result.device,
-        "train_seconds": round(result.seconds, 2),
+        **details,
         "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -76,10 +99,7 @@ def save_run(
     labels = [str(i) for i in range(config.architecture.num_classes)]
     training = training_record(config, data, result, command)
     manifest = save_checkpoint(directory, result.model, name=name, input=spec, labels=labels, training=training)
-    (directory / HISTORY_FILE).write_text(json.dumps(result.history, indent=1) + "\n", encoding="utf-8")
-    images, sample_labels = _pick_samples(data)
-    save_file({"images": images, "labels": sample_labels}, str(directory / SAMPLES_FILE))
-    (directory / SAMPLES_FILE).chmod(0o644)  # safetensors writes 0600; the service may run as another user
+    write_run_files(directory, result.history, data.test_images, data.test_labels, limit=None)
     return manifest
 
 
