@@ -13,24 +13,37 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import torch
 from asgi_lifespan import LifespanManager
+from hypothesis import event
 
 from app.serving import create_app
+from app.serving.errors import BadRequest, PayloadTooLarge
 from app.serving.images import decode_image
 from app.serving.v2.messages import InputTensor
 from app.store import load_checkpoint
 from tests.serving.conftest import LABELS, fast_settings, write_checkpoint
-from tests.serving.v2.fuzz_strategies import MAX_IMAGES, MODEL
+from tests.serving.v2.fuzz_strategies import MAX_IMAGES, MODEL, Case
 
-__all__ = ["CALL_TIMEOUT_S", "MAX_BODY", "ErrorLog", "LiveApp", "Reference", "check_outputs", "live_app"]
+Drawn = TypeVar("Drawn", bound=Case)
+
+__all__ = [
+    "CALL_TIMEOUT_S",
+    "MAX_BODY",
+    "ErrorLog",
+    "LiveApp",
+    "Reference",
+    "check_outputs",
+    "live_app",
+    "refused_or_decoded",
+]
 
 CALL_TIMEOUT_S = 20.0
 """The most one example's call may take; beyond it the example fails as a hang."""
@@ -171,3 +184,19 @@ def live_app(root: Path, grpc_port: int) -> Iterator[tuple[LiveApp, Reference, E
     finally:
         served.close()
         logging.getLogger().removeHandler(errors)
+
+
+def refused_or_decoded(case: Drawn, parse: Callable[[], object], decoded_as_sent: Callable[[Drawn], None]) -> None:
+    """A parser's property: ``parse()`` refuses ``case`` with a message (only if it is not valid), or accepts it
+    (only if no mutation broke it), and a valid case decodes to what was sent."""
+    try:
+        parse()
+    except (BadRequest, PayloadTooLarge) as refusal:
+        event("refused")
+        assert not case.valid, f"a valid request was refused: {refusal.message}"
+        assert refusal.message
+        return
+    assert not case.broken, f"accepted although {case.mutations[0]}"
+    event("accepted (valid)" if case.valid else "accepted")
+    if case.valid:
+        decoded_as_sent(case)
