@@ -1,10 +1,11 @@
 """The application: :func:`create_app`, the lifespan that loads the models, and the dispatch of the hot routes.
 
 Everything a door needs (the registry, the data plane, the protocol's service) is built by :func:`create_app`;
-models load in the background once the server is up: ``/healthz`` answers at once, ``/readyz`` turns 200
-when every model has finished loading and one is ready, and a model that fails is listed in ``/models`` with
-its reason. Nothing loads at import time. The lifespan also starts and stops the Open Inference Protocol's gRPC
-server (:mod:`app.serving.v2.grpc_server`) in the same event loop, on ``FOLDSERVE_GRPC_PORT``.
+models load in the background once the server is up (a worker that replaces one that died loads them first):
+``/healthz`` answers at once, ``/readyz`` turns 200 when every model has finished loading and one is ready, and
+a model that fails is listed in ``/models`` with its reason. Nothing loads at import time. The lifespan also
+starts and stops the Open Inference Protocol's gRPC server (:mod:`app.serving.v2.grpc_server`) in the same event
+loop, on ``FOLDSERVE_GRPC_PORT``.
 
 The inference routes (``POST /predict``, ``POST /v2/models/{name}[/versions/{version}]/infer``) are plain ASGI
 callables answered by :class:`FoldServeAPI` before FastAPI's middleware and routing; every other route is an
@@ -20,6 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +42,7 @@ from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
 from app.serving.resources import thread_budget
 from app.serving.routes import router
+from app.serving.served_copies import ServedCopies
 from app.serving.ui import LiveStats
 from app.serving.ui import router as ui_router
 from app.serving.v2.grpc_server import start_grpc_server
@@ -87,12 +90,23 @@ class FoldServeAPI(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None) -> FoldServeAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    served_copies: Path | None = None,
+    load_before_serving: bool = False,
+) -> FoldServeAPI:
     """Build the service: the registry, the data plane and every door over them; the lifespan only loads.
 
     Args:
         settings: defaults to :func:`app.config.get_settings` (the environment).
         registry: where the metrics live; defaults to a fresh ``CollectorRegistry`` served at ``/metrics``.
+        served_copies: with several workers, the folder where they keep copies of the versions they serve
+            (:mod:`app.serving.served_copies`).
+        load_before_serving: the lifespan's start-up waits for the models and only then starts gRPC, so the
+            server accepts no connection before its models are loaded: a worker replacing one that died, while
+            its siblings serve.
 
     Raises:
         ValueError: ``settings.device`` is ``cuda`` and CUDA is not available.
@@ -106,7 +120,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
             ProcessCollector(registry=registry)  # process_resident_memory_bytes and friends
             PlatformCollector(registry=registry)
     metrics = ServingMetrics(registry, multiprocess_dir=multiprocess_dir)
-    models = ModelRegistry(settings, metrics, device)
+    copies = ServedCopies(served_copies) if served_copies is not None else None
+    models = ModelRegistry(settings, metrics, device, copies)
     control = ModelControl(models, settings)
     plane = DataPlane(models, settings)
     v2 = InferenceService(plane)
@@ -122,7 +137,6 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         models.discover()
         if settings.model_control == "poll":
             control.remember_store()
-        stop_grpc = await start_grpc_server(v2) if settings.grpc_port else None
         loop = asyncio.get_running_loop()
         metrics.workers.set(1)
         tasks = [
@@ -131,7 +145,11 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         ]
         if settings.model_control == "poll":
             tasks.append(loop.create_task(_follow_store(tasks[0], control), name="foldserve-follow-store"))
+        stop_grpc = None
         try:
+            if load_before_serving:
+                await tasks[0]
+            stop_grpc = await start_grpc_server(v2) if settings.grpc_port else None
             yield
         finally:
             if stop_grpc is not None:  # after uvicorn drained HTTP; calls in flight end within their deadline

@@ -28,8 +28,9 @@ from app.serving.batching import DynamicBatcher
 from app.serving.errors import LoadFailed, ModelFailed, ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
 from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
+from app.serving.served_copies import ServedCopies
 from app.simplify import SimplificationError
-from app.store import CheckpointError, discover_models
+from app.store import CheckpointError, ModelStore, discover_models
 
 __all__ = ["ModelEntry", "ModelRegistry", "Readiness", "Variant"]
 
@@ -94,12 +95,21 @@ class Readiness:
 
 
 class ModelRegistry:
-    """Every model of ``settings.model_store``, and the variants of those that are ready."""
+    """Every model of ``settings.model_store``, and the variants of those that are ready.
 
-    def __init__(self, settings: Settings, metrics: ServingMetrics, device: torch.device) -> None:
+    Args:
+        copies: with several workers, where each keeps a copy of the version it serves, and where a worker that
+            cannot load a model it has not served yet finds the one its siblings serve
+            (:mod:`app.serving.served_copies`); None: one process.
+    """
+
+    def __init__(
+        self, settings: Settings, metrics: ServingMetrics, device: torch.device, copies: ServedCopies | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.device = device
+        self.copies = copies
         self.entries: dict[str, ModelEntry] = {}
 
     def discover(self) -> None:
@@ -124,7 +134,8 @@ class ModelRegistry:
 
         A version already served keeps answering until the new one is ready; then requests go to the new
         one, and the old one finishes what it holds. A load that fails leaves the served version serving
-        (the failure is kept in ``entry.last_error``), or marks a model that was not served ``failed``.
+        (the failure is kept in ``entry.last_error``); for a model not served yet, it loads the copy another
+        worker kept of the version it serves, if there is one, or marks the model ``failed``.
 
         Raises:
             LoadFailed: the folder cannot be loaded (the message says why).
@@ -132,23 +143,25 @@ class ModelRegistry:
         logger.info("loading %s from %s", entry.name, entry.path)
         if entry.status != "ready":
             entry.status = "loading"
+        last_error = None  # a failure of the store's version, when a kept copy serves instead
         try:
-            loaded = await _in_daemon_thread(
-                f"foldserve-load-{entry.name}", load_model, entry.path, self.settings, self.device
-            )
+            loaded = await _in_daemon_thread(f"foldserve-load-{entry.name}", self._load_and_keep, entry)
         except Exception as exc:
             reason, report = _failure(entry, exc)
-            if entry.status == "ready":
-                logger.error("loading %s again failed; the version served stays: %s", entry.name, reason)
-            else:
-                logger.error("model %s is not served: %s", entry.name, reason)
-                entry.status, entry.reason, entry.report = "failed", reason, report
-            entry.last_error = reason
-            raise LoadFailed(f"model {entry.name!r} was not loaded: {reason}") from None
+            kept = await self._load_kept_copy(entry, reason) if entry.status != "ready" else None
+            if kept is None:
+                if entry.status == "ready":
+                    logger.error("loading %s again failed; the version served stays: %s", entry.name, reason)
+                else:
+                    logger.error("model %s is not served: %s", entry.name, reason)
+                    entry.status, entry.reason, entry.report = "failed", reason, report
+                entry.last_error = reason
+                raise LoadFailed(f"model {entry.name!r} was not loaded: {reason}") from None
+            loaded, last_error = kept, reason
         previous = entry.variants
         entry.variants = {name: self._variant(entry.name, name, loaded) for name in VARIANTS}
         entry.loaded, entry.report, entry.status = loaded, loaded.report, "ready"
-        entry.reason = entry.last_error = None
+        entry.reason, entry.last_error = None, last_error
         self._record(entry)
         self._retire(previous)
         logger.info(
@@ -162,6 +175,27 @@ class ModelRegistry:
                 for x in (loaded.latency_s[v.name] * 1e6, loaded.runtimes[v.name].name, _path(v))
             ),
         )
+
+    def _load_and_keep(self, entry: ModelEntry) -> LoadedModel:
+        """Load ``entry`` from the store (in a worker thread) and, with several workers, keep a copy of it."""
+        loaded = load_model(entry.path, self.settings, self.device)
+        if self.copies is not None:
+            store = ModelStore(self.settings.model_store, allow_links_out=self.settings.allow_symlinks_out_of_store)
+            self.copies.keep(entry.name, entry.path, loaded.manifest, store)
+        return loaded
+
+    async def _load_kept_copy(self, entry: ModelEntry, reason: str) -> LoadedModel | None:
+        """The version another worker serves, loaded from its copy; None if there is none or it fails too."""
+        copy = self.copies.latest(entry.name) if self.copies is not None else None
+        if self.copies is None or copy is None:
+            return None
+        logger.error("%s: the store's version fails (%s); loading the one another worker serves", entry.name, reason)
+        settings = self.settings.model_copy(update={"model_store": self.copies.store_of(copy)})
+        try:
+            return await _in_daemon_thread(f"foldserve-load-{entry.name}", load_model, copy, settings, self.device)
+        except Exception as exc:
+            logger.error("%s: the copy another worker kept fails too: %s", entry.name, _failure(entry, exc)[0])
+            return None
 
     def unload(self, entry: ModelEntry) -> None:
         """Stop serving ``entry``: new requests are refused at once, requests already inside finish."""

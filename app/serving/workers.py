@@ -8,7 +8,9 @@ again for itself. The kernel spreads connections over the workers through the sh
 
 - A worker that dies is logged and replaced, and its live gauges are dropped from the metrics; one that dies
   within ``_CRASH_WINDOW_S`` of starting, five times in a row, stops the supervisor (a broken store or
-  setting would fail the same way forever).
+  setting would fail the same way forever). A replacement loads its models before it accepts a connection
+  (its siblings serve meanwhile), and where the store's version of a model fails it serves the version its
+  siblings serve, from the copy they keep (:mod:`app.serving.served_copies`, a folder removed at exit).
 - SIGTERM or SIGINT to the supervisor sends SIGTERM to each worker, which stops accepting connections and
   lets requests in flight finish for up to ``FOLDSERVE_DRAIN_S`` seconds; workers still running after that
   and a margin are killed. Workers get SIGTERM if the supervisor itself dies.
@@ -84,7 +86,7 @@ def run_server(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(app, **uvicorn_options(settings))  # type: ignore[arg-type]
         return
-    with _metrics_dir(settings.metrics_dir) as directory:
+    with _metrics_dir(settings.metrics_dir) as directory, _scratch_dir("foldserve-served-") as copies:
         enable_multiprocess_values(directory)  # every metric the workers create lives in the folder
         settings = settings.model_copy(update={"metrics_dir": directory})
         from app.serving.app import create_app  # torch, torchvision, prometheus_client: imported once, shared
@@ -92,8 +94,9 @@ def run_server(settings: Settings) -> None:
         config = uvicorn.Config(app=None, **uvicorn_options(settings))  # type: ignore[arg-type]
         listening = config.bind_socket()
 
-        def serve() -> None:
-            worker = uvicorn.Config(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
+        def serve(replacement: bool) -> None:
+            app = create_app(settings, served_copies=copies, load_before_serving=replacement)
+            worker = uvicorn.Config(app, **uvicorn_options(settings))  # type: ignore[arg-type]
             uvicorn.Server(worker).run(sockets=[listening])
 
         gc.freeze()  # the garbage collector would otherwise write to, and so copy, every page of the imports
@@ -105,16 +108,17 @@ def _exit_cleanly(sig: int, frame: FrameType | None) -> None:
 
 
 class Supervisor:
-    """Forks ``count`` workers that each call ``serve()``, keeps them running, and stops them on a signal.
+    """Forks ``count`` workers that each call ``serve(replacement)``, keeps them running, and stops them on a signal.
 
     Args:
         count: workers to keep running.
-        serve: what a worker does, in the forked process, until it is told to stop.
+        serve: what a worker does, in the forked process, until it is told to stop; ``replacement`` is true for
+            a worker started in place of one that died.
         drain_s: how long workers may take to finish after SIGTERM.
         listening: the shared socket, closed by the supervisor when it stops.
     """
 
-    def __init__(self, count: int, serve: Callable[[], None], *, drain_s: float, listening: socket.socket) -> None:
+    def __init__(self, count: int, serve: Callable[[bool], None], *, drain_s: float, listening: socket.socket) -> None:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         self.count = count
@@ -131,7 +135,7 @@ class Supervisor:
             signal.signal(sig, self._stop)
         logger.info("supervisor %d starting %d workers", os.getpid(), self.count)
         for _ in range(self.count):
-            self._fork()
+            self._fork(replacement=False)
         while not self._stopping:
             self._reap()
             time.sleep(0.2)
@@ -140,7 +144,7 @@ class Supervisor:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def _fork(self) -> None:
+    def _fork(self, *, replacement: bool) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
@@ -149,7 +153,7 @@ class Supervisor:
                 os.setpgid(0, 0)  # a terminal's ^C reaches the supervisor only, which stops the workers once
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                self.serve()
+                self.serve(replacement)
                 code = 0
             except BaseException:
                 logger.exception("worker %d failed", os.getpid())
@@ -174,7 +178,7 @@ class Supervisor:
                 logger.critical("workers keep dying on start-up: stopping")
                 self._stopping = True
                 return
-            self._fork()
+            self._fork(replacement=True)
 
     def _shutdown(self) -> None:
         logger.info("stopping %d workers (drain up to %.0f s)", len(self.workers), self.drain_s)
@@ -216,14 +220,21 @@ def _describe(status: int) -> str:
 
 
 @contextlib.contextmanager
+def _scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh private folder, removed at exit."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def _metrics_dir(configured: Path | None) -> Iterator[Path]:
     """The multiprocess metrics folder, emptied: values of an earlier run must not be summed in."""
     if configured is None:
-        directory = Path(tempfile.mkdtemp(prefix="foldserve-metrics-"))
-        try:
+        with _scratch_dir("foldserve-metrics-") as directory:
             yield directory
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
         return
     configured.mkdir(parents=True, exist_ok=True)
     for stale in configured.glob("*.db"):

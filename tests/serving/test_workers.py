@@ -177,3 +177,29 @@ def test_each_worker_builds_its_own_runtime_after_the_fork(tmp_path: Path) -> No
         assert [a.status_code for a in answers] == [200] * 40
         assert len({str(a.json()["predictions"]) for a in answers}) == 1  # both workers' sessions answer alike
         assert all(count > 0 for count in server.requests_per_worker().values())
+
+
+def test_a_replacement_serves_its_siblings_version_while_the_store_is_corrupt(tmp_path: Path) -> None:
+    """Poll mode: the store's next version is corrupt, both workers keep serving the last good one; a worker killed
+    then is replaced by one that loads that version from the copy its sibling kept, before it accepts anything."""
+    poll = {"FOLDSERVE_MODEL_CONTROL": "poll", "FOLDSERVE_MODEL_POLL_S": "0.2"}
+    with Workers(tmp_path, **poll) as server:
+        folder = tmp_path / "store" / "linear"
+        manifest = (folder / "manifest.json").read_text()
+        weights = bytearray((folder / "weights.safetensors").read_bytes())
+        weights[-64:] = bytes(64)  # the sha256 no longer matches
+        (folder / "weights.safetensors").write_bytes(bytes(weights))
+        (folder / "manifest.json").write_text(manifest.replace('"version": "1"', '"version": "2"'))
+        failed = "loading linear again failed; the version served stays"
+        eventually(lambda: server.log.read_text().count(failed) == 2, "both workers refusing the corrupt version")
+        victim = min(server.worker_pids())
+        os.kill(victim, signal.SIGKILL)
+        eventually(lambda: len(server.worker_pids() - {victim}) == 2, "a replacement worker", timeout=60)
+        answers = [post_alone(server.url, seed) for seed in range(80)]  # while the replacement loads, and after
+        eventually(lambda: "the store's version fails" in server.log.read_text(), "the replacement's fallback")
+        answers += [post_alone(server.url, seed) for seed in range(80)]
+        assert [a.status_code for a in answers] == [200] * len(answers), {a.text for a in answers}
+        replacement = max(server.worker_pids())
+        assert server.requests_per_worker().get(replacement, 0) > 0  # it served, version 1
+        versions = {httpx.get(f"{server.url}/v2/models/linear", timeout=10).json()["versions"][0] for _ in range(20)}
+        assert versions == {"1"}
