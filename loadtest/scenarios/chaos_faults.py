@@ -48,6 +48,15 @@ def fault_times(duration: float, quiet: float) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (neither gone nor a zombie, whose sockets the kernel has closed)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _write(path: Path, data: bytes) -> None:
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.write_bytes(data)
@@ -120,15 +129,20 @@ class Faults:
                 return
 
     async def kill(self) -> None:
-        """SIGKILL one worker (the supervisor's children in turn); mark the requests in flight."""
+        """SIGKILL one worker (the supervisor's children in turn); mark the requests in flight from the signal until
+        the worker is dead (its sockets closed: a zombie, or gone), which takes tens of milliseconds."""
         workers = children(self.supervisor)
         if not workers:
             self.kills.append({"t": self.now(), "pid": None, "in_flight": 0})
             return
         pid = workers[len(self.kills) % len(workers)]
-        in_flight = self.client.mark_in_flight()
+        killed = self.now()
         os.kill(pid, signal.SIGKILL)
-        self.kills.append({"t": self.now(), "pid": pid, "in_flight": in_flight})
+        while _alive(pid) and self.now() < killed + 5.0:
+            await asyncio.sleep(0.001)
+        dead = self.now()
+        in_flight = self.client.mark_in_flight(killed, dead)
+        self.kills.append({"t": killed, "dead_after_s": dead - killed, "pid": pid, "in_flight": in_flight})
 
     async def burst(self) -> None:
         """Slow uploads (a body trickled at 10 bytes/s) and oversized images at the same time; their statuses."""
@@ -141,7 +155,7 @@ class Faults:
 
     async def _slow_upload(self) -> str:
         host, port = self.client.base_url.removeprefix("http://").split(":")
-        body = self.client.digits[0][1]
+        body = self.client.models[self.folder.name][0][1]
         try:
             reader, writer = await asyncio.open_connection(host, int(port))
         except OSError as error:
