@@ -170,7 +170,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"## Worker kills ({len(report['kills'])}), restarts seen: {report['restarts']}", ""]
     lines += [
         f"- t={k['t']:.1f} s: pid {k['pid']} (dead after {k.get('dead_after_s', 0) * 1e3:.0f} ms), "
-        f"{k['in_flight']} requests in flight, {_failed_at(a, k)} of them failed"
+        f"{k['in_flight']} requests in flight, {_failed_at(a, k)} of them failed; the replacement served every "
+        f"model after {_fmt(k.get('replacement_serving_after_s'))} s"
         for k in report["kills"]
     ]
     lines += ["", f"## Reloads ({len(report['reloads'])})", ""]

@@ -49,12 +49,20 @@ def fault_times(duration: float, quiet: float) -> list[tuple[float, str]]:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (neither gone nor a zombie, whose sockets the kernel has closed)."""
+    """Whether any thread of ``pid`` still runs: once every one is a zombie or gone, the kernel has closed the
+    process's sockets (the main thread alone turns zombie first, while the others still tear down)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    for thread in threads:
+        try:
+            stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -82,6 +90,7 @@ class Faults:
         self.bursts: list[dict[str, Any]] = []
         self.memory: list[dict[str, Any]] = []
         self._checks: set[asyncio.Task[None]] = set()
+        self.spared: int | None = None
 
     def now(self) -> float:
         return time.perf_counter() - self.origin
@@ -129,20 +138,42 @@ class Faults:
                 return
 
     async def kill(self) -> None:
-        """SIGKILL one worker (the supervisor's children in turn); mark the requests in flight from the signal until
-        the worker is dead (its sockets closed: a zombie, or gone), which takes tens of milliseconds."""
+        """SIGKILL one worker, never the one spared (the first worker, while it lives); mark the requests in flight
+        from the signal until the worker is dead (its sockets closed: a zombie, or gone), tens of milliseconds."""
         workers = children(self.supervisor)
         if not workers:
             self.kills.append({"t": self.now(), "pid": None, "in_flight": 0})
             return
-        pid = workers[len(self.kills) % len(workers)]
+        if self.spared is None or self.spared not in workers:
+            self.spared = workers[0]  # lives the whole run: its PSS shows what every reload leaves behind
+        pid = next((w for w in workers if w != self.spared), workers[0])
         killed = self.now()
         os.kill(pid, signal.SIGKILL)
         while _alive(pid) and self.now() < killed + 5.0:
             await asyncio.sleep(0.001)
         dead = self.now()
         in_flight = self.client.mark_in_flight(killed, dead)
-        self.kills.append({"t": killed, "dead_after_s": dead - killed, "pid": pid, "in_flight": in_flight})
+        entry = {"t": killed, "dead_after_s": dead - killed, "pid": pid, "in_flight": in_flight}
+        self.kills.append(entry)
+        task = asyncio.create_task(self._replaced(entry))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _replaced(self, entry: dict[str, Any], patience: float = 180.0) -> None:
+        """Note when the replacement serves every model: ``foldserve_workers`` back to 2 and each model's
+        ``foldserve_model_ready`` (the least over the live workers) 1."""
+        while self.now() < entry["t"] + patience:
+            await asyncio.sleep(0.5)
+            try:
+                text = (await self.client.http.get("/metrics")).text
+            except httpx.HTTPError:
+                continue
+            lines = [line for line in text.splitlines() if not line.startswith("#")]
+            workers = [float(line.split()[-1]) for line in lines if line.startswith("foldserve_workers ")]
+            ready = [float(line.split()[-1]) for line in lines if line.startswith("foldserve_model_ready{")]
+            if workers == [2.0] and ready and min(ready) == 1.0:
+                entry["replacement_serving_after_s"] = self.now() - entry["t"]
+                return
 
     async def burst(self) -> None:
         """Slow uploads (a body trickled at 10 bytes/s) and oversized images at the same time; their statuses."""
