@@ -52,8 +52,8 @@ class ServedCopies:
                 self._copy(name, source, manifest, store, folder, key)
             previous = self._current(name)
             _point(folder, key)
-            for stale in folder.iterdir():
-                if stale.is_dir() and stale.name not in {key, previous}:
+            for stale in folder.iterdir():  # not a sibling's copy in progress (".KEY-…")
+                if stale.is_dir() and not stale.name.startswith(".") and stale.name not in {key, previous}:
                     shutil.rmtree(stale, ignore_errors=True)
         except (OSError, CheckpointError) as exc:
             logger.warning("%s: no copy of version %s kept for later workers: %s", name, manifest.version, exc)
