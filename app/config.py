@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="torch intra-op threads per worker; None: on the CPU one fewer than the worker's share of the "
         "usable cores, at least 1, so that the event loop and image decoding keep a core",
     )
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas per process (mallopt M_ARENA_MAX); 0: glibc's own limit (8 per core), "
+        "under which every reload's threads leave memory in arenas of their own",
+    )
     # 4 GiB: the shipped models are estimated at about 195 MiB (128 of it the runtime's first-load allowance), an
     # ImageNet ResNet-152 (1000 classes, 3x224x224) at 1.7 GiB with the default samples, on the CPU (app/budget.py);
     # the 9 G-parameter manifest of issue 10 at 609 GiB. Far enough under a typical host to leave room for others.

@@ -40,7 +40,7 @@ from app.serving.predict import predict
 from app.serving.registry import ModelRegistry
 from app.serving.repository import ModelControl
 from app.serving.repository import router as repository_router
-from app.serving.resources import thread_budget
+from app.serving.resources import limit_malloc_arenas, thread_budget
 from app.serving.routes import router
 from app.serving.served_copies import ServedCopies
 from app.serving.ui import LiveStats
@@ -112,6 +112,7 @@ def create_app(
         ValueError: ``settings.device`` is ``cuda`` and CUDA is not available.
     """
     settings = settings or get_settings()
+    limit_malloc_arenas(settings.malloc_arenas)  # before any load's thread takes an arena
     device = resolve_device(settings.device)
     multiprocess_dir = settings.metrics_dir if settings.workers > 1 else None
     if registry is None:
