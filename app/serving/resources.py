@@ -77,9 +77,9 @@ def limit_malloc_arenas(arenas: int) -> bool:
     where the C library is not glibc.
 
     glibc gives each new thread an arena of its own up to 8 per core, and what a thread freed stays in its arena. A
-    load runs in a thread of its own and ONNX Runtime's sessions allocate from it, so with glibc's limit each reload
-    left memory behind: measured on 2 cores, a process reloading ``resnet18-mnist`` on ONNX Runtime grew by 150 MiB
-    over 11 reloads, and by none with 2 arenas (docs/operations.md, "Soak with faults").
+    load runs in a thread of its own and ONNX Runtime's sessions allocate from it, so under glibc's limit reloads
+    leave memory behind: ``make soak`` measures a worker's PSS across reloads (docs/operations.md, "Soak with
+    faults"), and ``FOLDSERVE_MALLOC_ARENAS=0 make soak`` the same with glibc's limit.
     """
     if arenas == 0 or "MALLOC_ARENA_MAX" in os.environ:
         return False
