@@ -1,16 +1,26 @@
-"""Helpers shared by the tests: random batch-norm statistics, tiny checkpoints."""
+"""Helpers shared by the tests: random batch-norm statistics, tiny checkpoints, a missing tool's failure or skip."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
 import torch
 from torch import nn
 
 from app.nets import ResNet, ResNetConfig, build_resnet
 from app.store import InputSpec, save_checkpoint
 
-__all__ = ["randomize_batchnorm", "tiny_checkpoint", "tiny_resnet"]
+__all__ = ["missing", "randomize_batchnorm", "tiny_checkpoint", "tiny_resnet"]
+
+
+def missing(reason: str) -> NoReturn:
+    """A tool the test needs is not here: a failure under CI (``CI`` set: ``.ci/run`` installs it), a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; CI is set (.ci/run installs it), so this is a failure, not a skip")
+    pytest.skip(reason)
 
 
 @torch.no_grad()
