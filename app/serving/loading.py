@@ -10,8 +10,6 @@ here blocks: the registry runs it in a worker thread.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import io
 import logging
 import time
@@ -38,6 +36,7 @@ from app.runtimes import (
     served,
 )
 from app.serving.images import decode_image
+from app.serving.resources import return_freed_memory
 from app.simplify import Simplified, simplify
 from app.store import MANIFEST_FILE, InputSpec, Manifest, ModelStore, load_checkpoint, read_manifest
 
@@ -155,7 +154,7 @@ def load_model(directory: Path, settings: Settings, device: torch.device) -> Loa
             block_seconds=settings.speedup_block_seconds,
         )
     latency = {name: float(timing["median_s"]) for name, timing in timings.items()}
-    _return_freed_memory()
+    return_freed_memory()
     return LoadedModel(manifest, runtimes, report, origin, latency, stages.seconds)
 
 
@@ -262,13 +261,6 @@ def _warm_up(chosen: VariantRuntime, example: torch.Tensor, runs: int) -> None:
         batch = example.expand(size, *example.shape[1:]).contiguous()
         for _ in range(runs):
             call(batch)
-
-
-def _return_freed_memory() -> None:
-    """Give the memory that loading used and freed back to the operating system (glibc keeps it otherwise,
-    and a worker's resident size then stays at its loading peak). Best effort: glibc only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _warm_up_decoder(spec: InputSpec, max_pixels: int) -> None:

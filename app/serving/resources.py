@@ -16,6 +16,7 @@ __all__ = [
     "admin_calls_reach_every_copy",
     "enable_multiprocess_values",
     "limit_malloc_arenas",
+    "return_freed_memory",
     "thread_budget",
     "usable_cores",
 ]
@@ -86,3 +87,10 @@ def limit_malloc_arenas(arenas: int) -> bool:
     with contextlib.suppress(OSError, AttributeError):
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
     return False
+
+
+def return_freed_memory() -> None:
+    """Give the memory that loading used and freed back to the operating system (glibc keeps it otherwise,
+    and a worker's resident size then stays at its loading peak). Best effort: glibc only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -32,7 +32,8 @@ PROGRAM = textwrap.dedent(
     ready.wait()
     libc = ctypes.CDLL("libc.so.6")
     libc.fopen.restype = ctypes.c_void_p
-    path = tempfile.mktemp()
+    descriptor, path = tempfile.mkstemp()
+    os.close(descriptor)
     stream = ctypes.c_void_p(libc.fopen(path.encode(), b"w"))
     libc.malloc_info(0, stream)
     libc.fclose(stream)
