@@ -43,6 +43,8 @@ def _lost_kind(r: dict[str, Any]) -> str | None:
         return "no answer"
     if r["status"].startswith("5") or r["status"] in SERVER_ERRORS:
         return "server error"
+    if r["status"] not in OK:  # every request of the load is well formed: a 4xx or another gRPC code refused it
+        return "refused"
     return "wrong answer" if r["wrong"] else None
 
 

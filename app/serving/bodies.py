@@ -6,7 +6,9 @@ nothing else. Three rules bound it:
 - size: ``Content-Length`` past the limit is refused before a byte is read, and a body that grows past it
   while arriving (chunked) is refused then: 413;
 - time: the body must be complete by the request's deadline and, after its first second, arrive at least
-  ``min_bytes_per_s`` fast (the deadline for the next chunk moves with every byte received): else 408;
+  ``min_bytes_per_s`` fast (the deadline for the next chunk moves with every byte received): else 408. Time the
+  event loop itself could not read (a check that fires :data:`STALL_S` late: the loop was held up, and bytes may
+  be waiting in the socket) is not counted against the client, which gets :data:`GRACE_S` from then on;
 - memory: every body byte held by the process counts against one :class:`ByteBudget` until the request
   has decoded its images; a chunk that would pass it gets 503 ``overloaded``. Bytes are counted as they
   arrive, not as declared, so clients that declare large bodies and trickle hold nothing.
@@ -43,6 +45,10 @@ FILE_FIELD = "file"
 
 GRACE_S = 1.0
 """Seconds a body may take before the least upload rate applies (connection set-up, a slow first packet)."""
+
+STALL_S = 0.25
+"""A least-rate check that runs this many seconds after it was due found the event loop held up (a long callback,
+the process starved of CPU): the client is not timed out for bytes the server did not read."""
 
 
 class ByteBudget:
@@ -123,21 +129,25 @@ async def read_body(
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout_at(_next_deadline(started, 0, limits, deadline)) as timer:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnected("the client closed the connection while sending its body")
-                chunk: bytes = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > limits.max_bytes:
-                        raise BodyTooLarge(f"body is larger than the limit of {limits.max_bytes} bytes")
-                    budget.take(tally, len(chunk))
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-                timer.reschedule(_next_deadline(started, size, limits, deadline))
+        async with asyncio.timeout_at(deadline) as timer:
+            least_rate = _LeastRate(loop, timer, started, limits.min_bytes_per_s)
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected("the client closed the connection while sending its body")
+                    chunk: bytes = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limits.max_bytes:
+                            raise BodyTooLarge(f"body is larger than the limit of {limits.max_bytes} bytes")
+                        budget.take(tally, len(chunk))
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+                    least_rate.received(size)
+            finally:
+                least_rate.cancel()
     except TimeoutError:
         seconds = loop.time() - started
         raise BodyTimeout(
@@ -147,10 +157,37 @@ async def read_body(
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _next_deadline(started: float, received: int, limits: BodyLimits, deadline: float) -> float:
-    if limits.min_bytes_per_s <= 0:
-        return deadline
-    return min(deadline, started + GRACE_S + received / limits.min_bytes_per_s)
+class _LeastRate:
+    """Ends ``timer`` (an ``asyncio.timeout`` on the request's deadline) when the body falls behind
+    ``GRACE_S + received / rate`` seconds from ``started``, not counting time the event loop was held up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timer: asyncio.Timeout, started: float, rate: int) -> None:
+        self.loop, self.timer, self.rate = loop, timer, rate
+        self.start = started  # moves on past the time the loop was held up
+        self.size = 0
+        self.handle: asyncio.TimerHandle | None = loop.call_at(self._due(), self._check) if rate > 0 else None
+
+    def _due(self) -> float:
+        return self.start + GRACE_S + self.size / self.rate
+
+    def received(self, size: int) -> None:
+        self.size = size
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = self.loop.call_at(self._due(), self._check)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        if now - self._due() > STALL_S:  # the loop was held up: bytes may be in the socket, unread
+            self.start = now - self.size / self.rate
+            self.handle = self.loop.call_at(self._due(), self._check)
+            return
+        self.handle = None
+        self.timer.reschedule(now)  # past due: the timer cancels the read and raises TimeoutError
 
 
 def image_media_type(headers: Headers) -> str:
