@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     runtime_cache: Path | None = Field(
         default=Path("~/.cache/foldserve/runtimes"),
         validate_default=True,
-        description="folder of exported ONNX graphs kept between starts (verified again when read); empty: no cache",
+        description="folder of exported ONNX graphs, and the runtime chosen for each, kept between starts "
+        "(verified again when read); empty: no cache",
     )
     speedup_rounds: int = Field(
         default=7, ge=1, description="interleaved timing rounds at load, of the runtime candidates and of both variants"

@@ -1,4 +1,5 @@
-"""The graph cache: exported ONNX graphs kept between starts, outside the (read-only) model store.
+"""The graph cache: exported ONNX graphs, and the runtime chosen for each, kept between starts, outside the
+(read-only) model store.
 
 An entry is ``KEY.onnx`` with ``KEY.json`` beside it (the graph's sha256 and what the key was made of). The key
 covers everything the graph's bytes depend on: the weights' sha256, the variant, its simplification, the input
@@ -7,6 +8,12 @@ entry or none. What is read back is checked against its sha256 and by :func:`~ap
 here, then verified against the float64 reference like a fresh export before anything serves it; an entry that
 fails any of these is deleted and exported again. A cache that cannot be written (read-only, full disk) costs
 only the export at the next start: it is logged, never fatal.
+
+Beside a graph, ``KEY.choice.json`` records which runtime the timing at load chose for it, with the context it was
+timed in (candidates, threads, device, batch cap, machine, runtime versions): a later load of the same graph in
+the same context (a restarted or added worker, a reload of the same weights) builds and verifies only the runtime
+chosen, as a timing cache does for TensorRT's builder. A record from another context is ignored and replaced; one
+that cannot be read is deleted. It is plain JSON, checked field by field before use.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from app.runtimes.base import RuntimeUnavailable
 from app.runtimes.onnx_graph import GraphRefused, check_graph, exporter_version
@@ -96,6 +104,38 @@ class GraphCache:
         for path in self._paths(key):
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+
+    def read_choice(self, key: str, context: dict[str, Any]) -> dict[str, Any] | None:
+        """The runtime choice recorded for ``key`` if it was made in ``context``; else None (and a record that
+        cannot be read is deleted, with a warning)."""
+        path = self._choice_path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            recorded_context, choice = record["context"], record["choice"]
+            if not isinstance(choice, dict):
+                raise TypeError(f"the choice is a {type(choice).__name__}, not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "runtime choice %s refused: unreadable (%s: %s); timing again", path, type(exc).__name__, exc
+            )
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            return None
+        return choice if recorded_context == context else None
+
+    def write_choice(self, key: str, context: dict[str, Any], choice: dict[str, Any]) -> None:
+        """Record ``choice`` for ``key``, made in ``context``, atomically; a failure is logged and otherwise ignored."""
+        path = self._choice_path(key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, json.dumps({"context": context, "choice": choice}, indent=1).encode())
+        except OSError as exc:
+            logger.warning("runtime choice %s not written (%s); the candidates are timed again next start", path, exc)
+
+    def _choice_path(self, key: str) -> Path:
+        return self.root / f"{key}.choice.json"
 
     def _refuse(self, key: str, why: str) -> None:
         logger.warning("runtime cache entry %s refused: %s; exporting again", self._paths(key)[0], why)

@@ -13,13 +13,20 @@ For one variant (one verified ``nn.Module``), :func:`select_runtime`
 4. serves the fastest at batch 1, and sends batches from the size where another one is faster to that one when it
    is :data:`SPLIT_GAIN` faster at the variant's largest batch; the others are closed.
 
+The choice is recorded in the cache beside the graph (:meth:`~app.runtimes.cache.GraphCache.write_choice`, with the
+context it was timed in); a later load of the same graph in the same context builds and verifies, in float64 as
+above, only the runtimes chosen, and times none. Where one of them fails now, every candidate is built and timed.
+
 Everything here blocks; the service runs it in the loading thread.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +79,7 @@ CURVE_ROUNDS = 3
 """Timing rounds at each batch size past 1: telling 5% apart needs no more, and the large batches of a slow network
 are the longest part of loading it."""
 
-Status = Literal["served", "passed", "failed", "unavailable"]
+Status = Literal["served", "passed", "failed", "unavailable", "not built"]
 
 
 class SplitByBatch(Runtime):
@@ -102,7 +109,7 @@ class CandidateReport:
 
     runtime: str
     status: Status = "failed"
-    reason: str | None = None  # why it failed or is unavailable
+    reason: str | None = None  # why it failed, is unavailable or was not built
     graph: Literal["exported", "cache"] | None = None  # where its ONNX graph came from (eager: none)
     build_seconds: float = 0.0  # building it, its export included
     errors: dict[str, Any] | None = None  # max_abs_error, max_rel_error, top1_agreement, num_inputs
@@ -181,6 +188,19 @@ def select_runtime(
     Raises:
         NoRuntimePassed: every candidate failed or is unavailable (the message says why, for each).
     """
+    cache = options.cache if cache_key is not None else None
+    context = choice_context(options) if cache is not None else None
+    if cache is not None and context is not None and cache_key is not None:
+        choice = cache.read_choice(cache_key, context)
+        recorded = _recorded(choice, options)
+        if choice is not None and recorded is None:
+            logger.warning(
+                "the runtime choice recorded for %s is not one this load could make; timing again", cache_key
+            )
+        if recorded is not None:
+            reused = _reuse(recorded, module, input_shape, inputs, reference, options, cache_key)
+            if reused is not None:
+                return reused
     reports, built = build_candidates(module, input_shape, inputs, reference, options, cache_key=cache_key)
     if not built:
         why = "; ".join(f"{name}: {report.reason}" for name, report in reports.items())
@@ -193,9 +213,139 @@ def select_runtime(
     _close(runtime for name, runtime in built.items() if name not in parts)
     for name in parts:
         reports[name].status = "served"
+    chosen = VariantRuntime(_serving(built, parts), size, curve, reports, parts)
+    if cache is not None and context is not None and cache_key is not None:
+        cache.write_choice(cache_key, context, _record(chosen))
+    return chosen
+
+
+def _serving(built: dict[str, Runtime], parts: dict[str, int]) -> Runtime:
     served_on = [built[name] for name in parts]
-    runtime = served_on[0] if len(served_on) == 1 else SplitByBatch(*served_on, split=max(parts.values()))
-    return VariantRuntime(runtime, size, curve, reports, parts)
+    return served_on[0] if len(served_on) == 1 else SplitByBatch(*served_on, split=max(parts.values()))
+
+
+def choice_context(options: SelectionOptions) -> dict[str, Any]:
+    """What a runtime choice depends on besides the graph: a choice recorded in another context is timed again."""
+    versions: dict[str, str | None] = {}
+    for package in ("torch", "onnxruntime", "openvino"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    device = options.device
+    return {
+        "candidates": list(options.candidates),
+        "threads": options.threads,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "max_batch_size": options.max_batch_size,
+        "measure_batch": options.measure_batch,
+        "machine": [platform.machine(), _cpu_model(), os.cpu_count()],
+        "versions": versions,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    parts: dict[str, int]
+    max_batch_size: int
+    images_per_s: dict[int, float]
+    latency_s: dict[str, dict[int, float]]
+
+
+def _record(chosen: VariantRuntime) -> dict[str, Any]:
+    return {
+        "parts": dict(chosen.parts),
+        "max_batch_size": chosen.max_batch_size,
+        "images_per_s": {str(size): rate for size, rate in chosen.images_per_s.items()},
+        "latency_s": {
+            name: {str(size): s for size, s in report.latency_s.items()} for name, report in chosen.candidates.items()
+        },
+    }
+
+
+def _recorded(choice: dict[str, Any] | None, options: SelectionOptions) -> _Recorded | None:
+    """The recorded ``choice`` if every field is what :func:`_record` writes for these options; else None."""
+    if choice is None:
+        return None
+
+    def sizes(values: Any) -> dict[int, float] | None:
+        if not isinstance(values, dict):
+            return None
+        out = {}
+        for size, value in values.items():
+            if not (
+                isinstance(size, str)
+                and size.isascii()
+                and size.isdigit()
+                and isinstance(value, float)
+                and 0 < value < math.inf
+            ):
+                return None
+            out[int(size)] = value
+        return out if all(1 <= size <= options.max_batch_size for size in out) else None
+
+    parts, largest = choice.get("parts"), choice.get("max_batch_size")
+    rates, latency = sizes(choice.get("images_per_s")), choice.get("latency_s")
+    if not (isinstance(parts, dict) and parts and type(largest) is int and 1 <= largest <= options.max_batch_size):
+        return None
+    if (
+        not all(
+            name in options.candidates and type(start) is int and 1 <= start <= largest for name, start in parts.items()
+        )
+        or sorted(parts.values())[0] != 1
+    ):
+        return None
+    if rates is None or not isinstance(latency, dict) or not set(latency) <= set(options.candidates):
+        return None
+    latencies = {name: sizes(values) for name, values in latency.items()}
+    if any(values is None for values in latencies.values()):
+        return None
+    return _Recorded(dict(parts), largest, rates, {name: v for name, v in latencies.items() if v is not None})
+
+
+def _reuse(
+    recorded: _Recorded,
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    inputs: torch.Tensor,
+    reference: torch.Tensor,
+    options: SelectionOptions,
+    cache_key: str,
+) -> VariantRuntime | None:
+    """The recorded choice, its runtimes built and verified; None (nothing left open) where one of them fails."""
+    graphs = _Graphs(module, input_shape, options.cache, cache_key)
+    reports: dict[str, CandidateReport] = {}
+    built: dict[str, Runtime] = {}
+    for name in options.candidates:
+        if name not in recorded.parts:
+            reason = "the runtime choice timed at an earlier load of this graph was reused"
+            reports[name] = CandidateReport(name, status="not built", reason=reason)
+        else:
+            reports[name], runtime = _build_verified(name, module, graphs, inputs, reference, options)
+            if runtime is None:
+                logger.warning(
+                    "the recorded runtime choice %s of %s does not hold: %s %s (%s); every candidate is timed again",
+                    "+".join(recorded.parts),
+                    cache_key,
+                    name,
+                    reports[name].status,
+                    reports[name].reason,
+                )
+                _close(built.values())
+                return None
+            reports[name].status = "served"
+            built[name] = runtime
+        reports[name].latency_s = dict(recorded.latency_s.get(name, {}))
+    parts = dict(sorted(recorded.parts.items(), key=lambda part: part[1]))  # the batch-1 runtime first
+    return VariantRuntime(_serving(built, parts), recorded.max_batch_size, recorded.images_per_s, reports, parts)
 
 
 def build_candidates(

@@ -66,8 +66,11 @@ class PredictResponse(BaseModel):
 
 
 class CandidateInfo(BaseModel):
-    status: Literal["served", "passed", "failed", "unavailable"]
-    reason: str | None = Field(description="why it failed or is unavailable")
+    status: Literal["served", "passed", "failed", "unavailable", "not built"]
+    reason: str | None = Field(
+        description="why it failed, is unavailable, or was not built (a runtime choice recorded at an earlier load "
+        "of the same graph was reused)"
+    )
     graph: Literal["exported", "cache"] | None = Field(description="where its ONNX graph came from (eager: null)")
     build_seconds: float
     errors: dict[str, float | int | None] | None = Field(
