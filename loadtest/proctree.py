@@ -87,10 +87,11 @@ class ProcessMemory:
     role: str  # "server" (one process), "supervisor" (has children) or "worker" (a descendant)
     rss: int | None
     pss: int | None
+    uss: int | None = None  # private pages (Private_Clean + Private_Dirty): what no other process shares
 
     def to_dict(self) -> dict[str, int | str | None]:
         """JSON-ready."""
-        return {"pid": self.pid, "role": self.role, "rss_bytes": self.rss, "pss_bytes": self.pss}
+        return {"pid": self.pid, "role": self.role, "rss_bytes": self.rss, "pss_bytes": self.pss, "uss_bytes": self.uss}
 
 
 def _rollup(pid: int) -> dict[str, int]:
@@ -101,7 +102,7 @@ def _rollup(pid: int) -> dict[str, int]:
     out = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key in ("Rss", "Pss") and value.strip().endswith("kB"):
+        if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty") and value.strip().endswith("kB"):
             out[key] = int(value.split()[0]) * 1024
     return out
 
@@ -113,5 +114,7 @@ def tree_memory(pid: int) -> list[ProcessMemory]:
     for p in tree:
         rollup = _rollup(p)
         role = "worker" if p != pid else ("supervisor" if len(tree) > 1 else "server")
-        out.append(ProcessMemory(pid=p, role=role, rss=rollup.get("Rss"), pss=rollup.get("Pss")))
+        private = [rollup.get("Private_Clean"), rollup.get("Private_Dirty")]
+        uss = None if None in private else sum(v for v in private if v is not None)
+        out.append(ProcessMemory(pid=p, role=role, rss=rollup.get("Rss"), pss=rollup.get("Pss"), uss=uss))
     return out

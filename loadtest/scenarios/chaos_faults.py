@@ -236,5 +236,7 @@ class Faults:
             t = self.now()
             for p in tree_memory(self.supervisor):
                 if p.role == "worker" and p.pss is not None:
-                    self.memory.append({"t": t, "pid": p.pid, "pss_bytes": p.pss, "rss_bytes": p.rss})
+                    self.memory.append(
+                        {"t": t, "pid": p.pid, "pss_bytes": p.pss, "rss_bytes": p.rss, "uss_bytes": p.uss}
+                    )
             await asyncio.sleep(every)
