@@ -121,6 +121,18 @@ class Settings(BaseSettings):
         gt=0,
         description="time a request's headers may take to arrive; beyond: 408 and the connection closes",
     )
+    max_requests_per_connection: int = Field(
+        default=100,
+        ge=0,
+        description="HTTP/1.1: the answer to a connection's this-many-th request says Connection: close, so that "
+        "clients reconnect and spread over the workers (nginx's keepalive_requests); 0: no limit",
+    )
+    grpc_max_connection_age_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="gRPC: a connection this old is sent GOAWAY, so that clients reconnect and spread over the "
+        "workers; its calls in flight get FOLDSERVE_REQUEST_TIMEOUT_S to finish; 0: no limit",
+    )
 
     # Batching
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="images per forward pass, at most")

@@ -7,7 +7,11 @@ its headers is never closed (its keep-alive timer starts only after a first answ
   ``max_header_bytes`` bytes of them (names, values and the target URL counted together);
 - answers 408 and closes when a request's headers are not complete ``header_timeout_s`` after the
   connection opened or the request's first byte arrived;
-- answers malformed HTTP with 400 and the service's JSON error body instead of uvicorn's plain text.
+- answers malformed HTTP with 400 and the service's JSON error body instead of uvicorn's plain text;
+- answers a connection's ``max_requests`` th request with ``Connection: close`` and closes it after (nginx's
+  ``keepalive_requests``): the kernel hands a burst of new connections to whichever worker accepts first, and a
+  worker that was replaced gets none of the connections that moved to the others, so only reconnects spread
+  long-lived clients over the workers.
 
 The limits come from :class:`app.config.Settings` through :func:`protocol_class`. Where the HTTP protocol is
 not foldserve's (a Ray replica's server is Ray's uvicorn), :class:`HeaderLimits` applies the same header rule
@@ -56,6 +60,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_headers = 100
     max_header_bytes = 32 * 1024
     header_timeout_s = 10.0
+    max_requests = 0  # 0: no limit
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +68,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._too_large: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._requests = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -104,6 +110,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         super().on_headers_complete()
+        self._requests += 1
+        if self.max_requests and self._requests >= self.max_requests and self.cycle is not None:
+            self.cycle.keep_alive = False  # its answer says Connection: close, then uvicorn closes the connection
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "bad_http", msg)
@@ -153,6 +162,7 @@ def protocol_class(settings: Settings) -> type[LimitedHttpToolsProtocol]:
             "max_headers": settings.max_headers,
             "max_header_bytes": settings.max_header_bytes,
             "header_timeout_s": settings.header_timeout_s,
+            "max_requests": settings.max_requests_per_connection,
         },
     )
 

@@ -203,3 +203,49 @@ def test_a_replacement_serves_its_siblings_version_while_the_store_is_corrupt(tm
         assert server.requests_per_worker().get(replacement, 0) > 0  # it served, version 1
         versions = {httpx.get(f"{server.url}/v2/models/linear", timeout=10).json()["versions"][0] for _ in range(20)}
         assert versions == {"1"}
+
+
+def _answers_on_one_connection(port: int, count: int) -> tuple[list[bytes], bytes]:
+    """``count`` requests one after the other on one socket: each answer's head, and what follows the last."""
+    body = digit_png(0)
+    request = (
+        f"POST /predict?model=linear HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    heads = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, sock.makefile("rb") as reader:
+        for _ in range(count):
+            sock.sendall(request)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += reader.readline()
+            lines = head.split(b"\r\n")
+            reader.read(next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length")))
+            heads.append(head)
+        try:  # after Connection: close the server has closed its end: nothing more comes back
+            sock.sendall(request)
+            rest = reader.read()
+        except ConnectionResetError:
+            rest = b""
+    return heads, rest
+
+
+def test_a_connection_is_closed_after_its_last_request_so_that_clients_reconnect_and_spread(tmp_path: Path) -> None:
+    env = {"FOLDSERVE_MAX_REQUESTS_PER_CONNECTION": "3", "FOLDSERVE_GRPC_MAX_CONNECTION_AGE_S": "1"}
+    with Workers(tmp_path, **env) as server:
+        heads, rest = _answers_on_one_connection(server.port, 3)
+        assert all(head.startswith(b"HTTP/1.1 200") for head in heads)
+        assert [b"connection: close" in head.lower() for head in heads] == [False, False, True]
+        assert rest == b""
+        # gRPC: one channel's connection gets GOAWAY every second or so; its calls go on over the next one
+        request = pb.ModelInferRequest(model_name="linear")
+        request.inputs.add(name="input", datatype="FP32", shape=[1, 1, SIZE, SIZE])
+        request.raw_input_contents.append(np.zeros((1, 1, SIZE, SIZE), dtype="<f4").tobytes())
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            answers = []
+            for _ in range(30):
+                answers.append(stub.ModelInfer(request, timeout=30))
+                time.sleep(0.1)
+        assert all(answer.outputs[0].name == "logits" for answer in answers)
+        assert sum(server.requests_per_worker("v2-grpc").values()) == 30

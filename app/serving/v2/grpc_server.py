@@ -163,11 +163,19 @@ def _deadline(service: InferenceService, context: grpc.aio.ServicerContext) -> f
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
-    """The server's channel options: the body limit as receive limit, and ``SO_REUSEPORT`` only for workers."""
-    return [
+    """The server's channel options: the body limit as receive limit, ``SO_REUSEPORT`` only for workers, and the
+    connection age after which a client is sent GOAWAY (its channel reconnects, maybe to another worker: one that
+    was replaced gets its share back)."""
+    options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.so_reuseport", int(settings.workers > 1)),
     ]
+    if settings.grpc_max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.request_timeout_s * 1000)),
+        ]
+    return options
 
 
 async def start_grpc_server(service: InferenceService) -> Callable[[float | None], Awaitable[None]]:
