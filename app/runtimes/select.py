@@ -22,6 +22,7 @@ Everything here blocks; the service runs it in the loading thread.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import math
@@ -226,22 +227,29 @@ def _serving(built: dict[str, Runtime], parts: dict[str, int]) -> Runtime:
 
 def choice_context(options: SelectionOptions) -> dict[str, Any]:
     """What a runtime choice depends on besides the graph: a choice recorded in another context is timed again."""
-    versions: dict[str, str | None] = {}
-    for package in ("torch", "onnxruntime", "openvino"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
     device = options.device
+    machine, versions = _process_context()
     return {
         "candidates": list(options.candidates),
         "threads": options.threads,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "max_batch_size": options.max_batch_size,
         "measure_batch": options.measure_batch,
-        "machine": [platform.machine(), _cpu_model(), os.cpu_count()],
-        "versions": versions,
+        "machine": list(machine),
+        "versions": dict(versions),
     }
+
+
+@functools.cache
+def _process_context() -> tuple[tuple[str, str, int | None], tuple[tuple[str, str | None], ...]]:
+    """The machine (architecture, CPU model, cores) and the runtimes' package versions: read once per process."""
+    versions: list[tuple[str, str | None]] = []
+    for package in ("torch", "onnxruntime", "openvino"):
+        try:
+            versions.append((package, importlib.metadata.version(package)))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append((package, None))
+    return (platform.machine(), _cpu_model(), os.cpu_count()), tuple(versions)
 
 
 def _cpu_model() -> str:
