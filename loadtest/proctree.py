@@ -114,7 +114,7 @@ def tree_memory(pid: int) -> list[ProcessMemory]:
     for p in tree:
         rollup = _rollup(p)
         role = "worker" if p != pid else ("supervisor" if len(tree) > 1 else "server")
-        private = [rollup.get("Private_Clean"), rollup.get("Private_Dirty")]
-        uss = None if None in private else sum(v for v in private if v is not None)
+        clean, dirty = rollup.get("Private_Clean"), rollup.get("Private_Dirty")
+        uss = clean + dirty if clean is not None and dirty is not None else None
         out.append(ProcessMemory(pid=p, role=role, rss=rollup.get("Rss"), pss=rollup.get("Pss"), uss=uss))
     return out
