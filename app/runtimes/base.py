@@ -31,6 +31,16 @@ class Runtime(ABC):
     threads: int
     """Intra-op threads it runs with."""
 
+    keeps_each_shape: ClassVar[bool] = False
+    """Whether it prepares code and memory for each batch size the first time it runs it, and keeps them: the loader
+    then runs every size it will take (:meth:`sizes_to_prepare`) before serving, so that no client pays for a size's
+    first pass and the memory stops growing at load instead of whenever load brings a larger batch."""
+
+    def sizes_to_prepare(self, max_batch_size: int) -> set[int]:
+        """The batch sizes up to ``max_batch_size`` to run once before serving: every one where
+        :attr:`keeps_each_shape`, else none."""
+        return set(range(1, max_batch_size + 1)) if self.keeps_each_shape else set()
+
     @abstractmethod
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """The logits of ``batch`` (``[N, C, H, W]`` float32, contiguous, on :attr:`device`): ``[N, K]`` float32."""

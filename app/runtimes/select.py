@@ -95,6 +95,10 @@ class SplitByBatch(Runtime):
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return (self.small if len(batch) < self.split else self.large)(batch)
 
+    def sizes_to_prepare(self, max_batch_size: int) -> set[int]:
+        small = {size for size in self.small.sizes_to_prepare(max_batch_size) if size < self.split}
+        return small | {size for size in self.large.sizes_to_prepare(max_batch_size) if size >= self.split}
+
     def close(self) -> None:
         self.small.close()
         self.large.close()

@@ -80,7 +80,9 @@ def batch_sizes_to_warm(max_batch_size: int, device: torch.device | str = "cuda"
     On CUDA, every shape the batcher runs (it pads batches to powers of two below ``max_batch_size``, and
     itself), so that ``cudnn.benchmark`` tunes each before a client waits for it. On the CPU batches are not
     padded and kernels need no tuning: one image and two (the first pass of each code path); warming every
-    shape there cost a ResNet-50 at 224x224 a minute of start-up and a batch of 32's activations in memory.
+    shape there cost a ResNet-50 at 224x224 a minute of start-up and a batch of 32's activations in memory. A
+    runtime that keeps something for each size it runs (OpenVINO) runs each of those sizes once more
+    (``Runtime.sizes_to_prepare``).
     """
     if torch.device(device).type != "cuda":
         return sorted({1, min(2, max_batch_size)})
@@ -257,9 +259,10 @@ def _verification_samples(
 @torch.inference_mode()
 def _warm_up(chosen: VariantRuntime, example: torch.Tensor, runs: int) -> None:
     call = served(chosen.runtime)
-    for size in batch_sizes_to_warm(chosen.max_batch_size, chosen.runtime.device):
+    warm = batch_sizes_to_warm(chosen.max_batch_size, chosen.runtime.device)
+    for size in sorted({*warm, *chosen.runtime.sizes_to_prepare(chosen.max_batch_size)}):
         batch = example.expand(size, *example.shape[1:]).contiguous()
-        for _ in range(runs):
+        for _ in range(runs if size in warm else min(runs, 1)):
             call(batch)
 
 
