@@ -5,8 +5,9 @@
 # 127.0.0.2 and a worker on 127.0.0.3 (one CPU each; loopback addresses, because Ray rewrites 127.0.0.1 to the
 # machine's outward address), started with deploy/ray/ray.env (HAProxy and direct ingress), deploy/ray/serve.yaml
 # deployed with `serve run` beside a no-op deployment, answers and 431s compared with the single process's,
-# Prometheus with deploy/prometheus/prometheus-ray.yml, the three measured with hey, a replica and then a node
-# killed under load, autoscaling 1 -> 2 -> 1; then the same cluster behind Ray's Python proxy, measured again.
+# Prometheus with deploy/prometheus/prometheus-ray.yml, the three measured with hey, a replica, a node and a
+# node's HAProxy killed under load, autoscaling 1 -> 2 -> 1; then the same cluster behind Ray's Python proxy,
+# measured again.
 # Every load is bounded in requests and time; the whole run in 14 minutes at most (about 8 here).
 # `ray stop` runs on every exit (it stops every Ray process of this machine: the run refuses to start while
 # another Ray cluster runs here), then every process whose command line names this run's folder (the HAProxies

@@ -15,7 +15,9 @@ Phases, each bounded in time, with every process it starts stopped at the end, w
    (:mod:`~loadtest.ray_cluster.speed`);
 5. under a bounded load: one replica's process killed, then the worker node killed (and started again): failed
    requests counted (no retries), time until two replicas serve again, and every server HAProxy routes to ready
-   while the replacement loads; then autoscaling between one and two replicas (:mod:`~loadtest.ray_cluster.faults`);
+   while the replacement loads; then the worker node's HAProxy alone killed: failed requests, and the time until
+   Ray has started another that routes to both replicas; then autoscaling between one and two replicas
+   (:mod:`~loadtest.ray_cluster.faults`);
 6. the cluster stopped (and its HAProxies), started again without ray.env (Ray's Python proxy on each node), the
    same three measured again.
 
