@@ -104,10 +104,23 @@ def wait_dead(pids: list[int], timeout: float = 5.0) -> float:
     return time.monotonic()
 
 
-def in_flight(outcomes: list[Outcome], killed_at: float, dead_at: float) -> int:
-    """The requests sent before the victims were dead and not answered before the kill began: those a killed
-    process may have held (a replica, or the HAProxy or raylet in front of it)."""
-    return sum(o.start <= dead_at and o.end >= killed_at for o in outcomes)
+def kill_accounting(outcomes: list[Outcome], killed_at: float, dead_at: float) -> dict[str, Any]:
+    """``in_flight_at_kill``: the requests sent before the victims were dead and not answered before the kill
+    began, those a killed process may have held (a replica, or the HAProxy or raylet in front of it);
+    ``dead_after_s``; ``failed_late`` (:func:`failed_late`)."""
+    return {
+        "in_flight_at_kill": sum(o.start <= dead_at and o.end >= killed_at for o in outcomes),
+        "dead_after_s": round(dead_at - killed_at, 3),
+        "failed_late": failed_late(outcomes, dead_at),
+    }
+
+
+def _linear_load(concurrency: int, rate: float) -> tuple[asyncio.Event, asyncio.Task[list[Outcome]]]:
+    """The failover load started: the collapsed linear model at ``rate``; set the event to stop it."""
+    url = f"{INGRESS}/predict?model=linear-resnet18-mnist"
+    stop = asyncio.Event()
+    body = (ROOT / "examples/digit-7.png").read_bytes()
+    return stop, asyncio.create_task(load(url, body, concurrency, stop, max_s=150, max_requests=20_000, rate=rate))
 
 
 async def failover(
@@ -120,10 +133,7 @@ async def failover(
 ) -> dict[str, Any]:
     """Load the collapsed linear model at ``rate`` requests/s, ``kill()`` after 5 s, ``recover()``: the time until
     two replicas run again, and whether HAProxy had only ready replicas UP meanwhile."""
-    url = f"{INGRESS}/predict?model=linear-resnet18-mnist"
-    stop = asyncio.Event()
-    body = (ROOT / "examples/digit-7.png").read_bytes()
-    traffic = asyncio.create_task(load(url, body, concurrency, stop, max_s=150, max_requests=20_000, rate=rate))
+    stop, traffic = _linear_load(concurrency, rate)
     await asyncio.sleep(5)
     watch = ReadinessWatch(work)
     killed_at = time.monotonic()
@@ -140,9 +150,7 @@ async def failover(
     outcomes = await traffic
     watching.cancel()  # the thread ends at its deadline; its findings so far are what counts
     result = summarize(outcomes, killed_at)
-    result["in_flight_at_kill"] = in_flight(outcomes, killed_at, dead_at)
-    result["dead_after_s"] = round(dead_at - killed_at, 3)
-    result["failed_late"] = failed_late(outcomes, dead_at)
+    result.update(kill_accounting(outcomes, killed_at, dead_at))
     result["seconds_until_ray_saw_one_replica"] = round(fewer, 1)
     result["seconds_until_two_replicas_serve"] = round(recovered_at - killed_at, 1)
     during = [o for o in outcomes if killed_at <= o.start <= recovered_at]
@@ -161,10 +169,7 @@ async def haproxy_restart(
 ) -> dict[str, Any]:
     """Load the collapsed linear model at ``rate`` requests/s, ``kill()`` one node's HAProxy after 5 s: the requests
     that failed, and the time until ``serving(victims)`` (another HAProxy of that node routes to both replicas)."""
-    url = f"{INGRESS}/predict?model=linear-resnet18-mnist"
-    stop = asyncio.Event()
-    body = (ROOT / "examples/digit-7.png").read_bytes()
-    traffic = asyncio.create_task(load(url, body, concurrency, stop, max_s=150, max_requests=20_000, rate=rate))
+    stop, traffic = _linear_load(concurrency, rate)
     await asyncio.sleep(5)
     killed_at = time.monotonic()
     victims = await asyncio.to_thread(kill)
@@ -179,9 +184,7 @@ async def haproxy_restart(
         outcomes = await traffic
     result = summarize(outcomes, killed_at)
     result["killed"] = len(victims)
-    result["in_flight_at_kill"] = in_flight(outcomes, killed_at, dead_at)
-    result["dead_after_s"] = round(dead_at - killed_at, 3)
-    result["failed_late"] = failed_late(outcomes, dead_at)
+    result.update(kill_accounting(outcomes, killed_at, dead_at))
     result["seconds_until_haproxy_serves"] = round(recovered_at - killed_at, 1)
     log(f"HAProxy killed: {json.dumps(result)}")
     return result
