@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessMemory", "children", "cpu_seconds", "process_tree", "tree_cpu_seconds", "tree_memory"]
+__all__ = ["ProcessMemory", "alive", "children", "cpu_seconds", "process_tree", "tree_cpu_seconds", "tree_memory"]
 
 _PROC = Path("/proc")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -25,6 +25,23 @@ def _stat_fields(pid: int) -> list[str]:
     """Fields of ``/proc/PID/stat`` from the state on (field 3): the name in parentheses may hold anything."""
     text = (_PROC / str(pid) / "stat").read_text()
     return text[text.rindex(")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs: once every one is a zombie or gone, the kernel has closed the
+    process's sockets (the main thread alone turns zombie first, while the others still tear down)."""
+    try:
+        threads = os.listdir(_PROC / str(pid) / "task")
+    except OSError:
+        return False
+    for thread in threads:
+        try:
+            stat = (_PROC / str(pid) / "task" / thread / "stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def children(pid: int) -> list[int]:

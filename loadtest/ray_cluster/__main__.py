@@ -74,19 +74,20 @@ def stop_cluster(work: Path, aims: Aims, ingress: str) -> None:
     aims.check(not left, f"{ingress}: no Ray or HAProxy process of this run left after ray stop: {left}")
 
 
-def kill_replica() -> list[int]:
-    victims = replica_pids(HEAD_IP)
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    return victims
-
-
-def kill_node() -> list[int]:
-    victims = node_processes(WORKER_IP)
+def sigkill(victims: list[int]) -> list[int]:
+    """SIGKILL each of ``victims`` (those already gone are passed over); ``victims``."""
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return victims
+
+
+def kill_replica() -> list[int]:
+    return sigkill(replica_pids(HEAD_IP))
+
+
+def kill_node() -> list[int]:
+    return sigkill(node_processes(WORKER_IP))
 
 
 def haproxies(ip: str, work: Path) -> list[int]:
@@ -96,11 +97,7 @@ def haproxies(ip: str, work: Path) -> list[int]:
 
 def kill_haproxy(work: Path) -> list[int]:
     """SIGKILL the worker node's HAProxy alone: its proxy actor, its replica and the head node live on."""
-    victims = haproxies(WORKER_IP, work)
-    for pid in victims:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return victims
+    return sigkill(haproxies(WORKER_IP, work))
 
 
 def haproxy_serving(work: Path, victims: list[int]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from loadtest.proctree import alive
 from loadtest.ray_cluster.checks import ReadinessWatch
 from loadtest.ray_cluster.cluster import INGRESS, ROOT, Aims, deploy, log, replicas, running, serve_config, wait_for
 
@@ -90,16 +90,10 @@ def check_failed(aims: Aims, name: str, result: dict[str, Any]) -> None:
 
 
 def wait_dead(pids: list[int], timeout: float = 5.0) -> float:
-    """When every one of ``pids`` was dead (gone, or a zombie), polled every millisecond: a SIGKILLed process
-    takes tens of milliseconds to die, and its sockets take requests until then."""
+    """When every one of ``pids`` was dead (:func:`loadtest.proctree.alive`), polled every millisecond: a SIGKILLed
+    process takes tens of milliseconds to die, and its sockets take requests until then."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                states.append(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0])
-        if all(state == "Z" for state in states):
-            break
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.001)
     return time.monotonic()
 

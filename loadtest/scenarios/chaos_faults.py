@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from loadtest.proctree import children, tree_memory
+from loadtest.proctree import alive, children, tree_memory
 
 __all__ = ["Faults", "fault_times"]
 
@@ -46,23 +46,6 @@ def fault_times(duration: float, quiet: float) -> list[tuple[float, str]]:
             out.append((t, kind))
             t += period
     return sorted(out)
-
-
-def _alive(pid: int) -> bool:
-    """Whether any thread of ``pid`` still runs: once every one is a zombie or gone, the kernel has closed the
-    process's sockets (the main thread alone turns zombie first, while the others still tear down)."""
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for thread in threads:
-        try:
-            stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rpartition(")")[2].split()[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 def _oversized_png() -> bytes:
@@ -155,7 +138,7 @@ class Faults:
         pid = next((w for w in workers if w != self.spared), workers[0])
         killed = self.now()
         os.kill(pid, signal.SIGKILL)
-        while _alive(pid) and self.now() < killed + 5.0:
+        while alive(pid) and self.now() < killed + 5.0:
             await asyncio.sleep(0.001)
         dead = self.now()
         in_flight = self.client.mark_in_flight(killed, dead)
