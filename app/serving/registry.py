@@ -28,6 +28,7 @@ from app.serving.batching import DynamicBatcher
 from app.serving.errors import LoadFailed, ModelFailed, ModelNotFound, ModelNotReady, Unavailable
 from app.serving.loading import LoadedModel, load_model
 from app.serving.metrics import VARIANTS, ServingMetrics, VariantSeries
+from app.serving.resources import lowered_priority
 from app.serving.served_copies import ServedCopies
 from app.simplify import SimplificationError
 from app.store import CheckpointError, ModelStore, discover_models
@@ -344,7 +345,8 @@ async def _in_daemon_thread(name: str, function: Callable[..., T], *args: Any) -
     """``function(*args)`` in a daemon thread of its own, awaited: a load still running when the process stops
     (SIGTERM in the middle of a slow reload) is abandoned at exit, where one in ``asyncio.to_thread``'s executor
     would hold the exit until it ended, past the drain time. Nothing it leaves matters: the store is only read,
-    and the runtime cache is written to temporary files renamed into place."""
+    and the runtime cache is written to temporary files renamed into place. It runs at a lowered priority
+    (:func:`~app.serving.resources.lowered_priority`): the requests served meanwhile keep their share of the cores."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -354,7 +356,8 @@ async def _in_daemon_thread(name: str, function: Callable[..., T], *args: Any) -
 
     def run() -> None:
         try:
-            result = function(*args)
+            with lowered_priority():  # serving keeps its share of the cores
+                result = function(*args)
         except BaseException as exc:  # handed to the awaiting task, which decides what it means
             outcome = functools.partial(future.set_exception, exc)
         else:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +19,7 @@ __all__ = [
     "admin_calls_reach_every_copy",
     "enable_multiprocess_values",
     "limit_malloc_arenas",
+    "lowered_priority",
     "return_freed_memory",
     "thread_budget",
     "usable_cores",
@@ -94,3 +98,67 @@ def return_freed_memory() -> None:
     and a worker's resident size then stays at its loading peak). Best effort: glibc only."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+LOAD_NICENESS = 8
+"""How much nicer than the thread that starts it a model's load runs (:func:`lowered_priority`): Linux weighs a
+thread at niceness 8 against one at 0 about 1:6, so a reload, or a replacement worker's loads, take the cores that
+serving leaves over rather than an equal share. Not the decode threads' 10, which :func:`lowered_priority` must
+tell apart from the threads a load started."""
+
+
+@contextlib.contextmanager
+def lowered_priority(niceness: int = LOAD_NICENESS) -> Iterator[None]:
+    """Run the calling thread, and every thread it starts meanwhile, ``niceness`` nicer; at the end, give the
+    threads it started and that are still running (ONNX Runtime's and OpenVINO's pools, which go on to serve)
+    the calling thread's priority back, and the calling thread its own.
+
+    A thread that set its own niceness meanwhile (a decode thread) is left as it is. Nothing where threads'
+    niceness cannot be read from ``/proc`` (not Linux), or where this process may not raise a thread's priority
+    back (an unprivileged user whose ``RLIMIT_NICE`` is below 20): there, the threads started would serve at the
+    lowered priority for good.
+    """
+    if not _may_raise_priority():
+        yield
+        return
+    own = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, own)
+    before = _thread_ids()
+    os.setpriority(os.PRIO_PROCESS, own, base + niceness)
+    lowered = os.getpriority(os.PRIO_PROCESS, own)  # clamped at 19
+    try:
+        yield
+    finally:
+        for tid in _thread_ids() - before - {own}:
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if os.getpriority(os.PRIO_PROCESS, tid) == lowered:
+                    os.setpriority(os.PRIO_PROCESS, tid, base)
+        os.setpriority(os.PRIO_PROCESS, own, base)
+
+
+def _thread_ids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/task")}
+
+
+@functools.cache
+def _may_raise_priority() -> bool:
+    """Whether a thread of this process may be made nicer and then given its priority back (Linux only)."""
+    if not hasattr(os, "setpriority") or not Path("/proc/self/task").is_dir():
+        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        own = threading.get_native_id()
+        base = os.getpriority(os.PRIO_PROCESS, own)
+        try:
+            os.setpriority(os.PRIO_PROCESS, own, min(base + 1, 19))
+            os.setpriority(os.PRIO_PROCESS, own, base)
+        except OSError:
+            answer.append(False)
+        else:
+            answer.append(base < 19)
+
+    thread = threading.Thread(target=probe, name="foldserve-priority-probe")  # it ends niced where not allowed
+    thread.start()
+    thread.join()
+    return answer[0]
